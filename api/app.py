@@ -1,0 +1,87 @@
+"""The HTTP API: ``create_app()`` builds it (``uvicorn --factory api.app:create_app``).
+
+Without a broker the API process runs index jobs itself, one at a time in the background;
+with one it only writes SQL and queues work for the workers. Job state is always read from
+SQL. OpenAPI documentation is served at ``/docs``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.concurrency import run_in_threadpool
+
+from api import deps, job_routes, routes
+from api.background import JobRunner
+from storage.schema import is_current, upgrade
+from tasks.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Submit corpora to embed and index, poll jobs, and search collections.
+
+Errors carry a one-line `detail`; a malformed request body is a 422 that lists what is wrong.
+"""
+
+
+class SchemaNotReady(RuntimeError):
+    """The database cannot be used by this version of the API."""
+
+
+def prepare_database(rt: Runtime) -> None:
+    """Make sure the schema is current: SQLite is upgraded in place, others must be already."""
+    engine = rt.sessions.kw["bind"]
+    try:
+        if engine.dialect.name == "sqlite":
+            upgrade(engine)
+        elif not is_current(engine):
+            raise SchemaNotReady("the database schema is not up to date: run 'embedq db upgrade'")
+    except OperationalError as exc:
+        raise SchemaNotReady(f"cannot reach the database: {exc.orig}") from exc
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    provide = app.dependency_overrides.get(deps.runtime, deps.runtime)
+    rt: Runtime = provide()
+    await run_in_threadpool(prepare_database, rt)
+    runner = JobRunner()
+    app.state.runner = runner
+    try:
+        yield
+    finally:
+        runner.shutdown()
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database error on %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        {"detail": "the database is unavailable, try again later"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+    )
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        {"detail": "internal error"}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR
+    )
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="embedq",
+        summary="A job queue for text embeddings",
+        description=DESCRIPTION,
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.include_router(routes.router)
+    app.include_router(job_routes.router)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(Exception, _internal_error)
+    return app

@@ -1,0 +1,122 @@
+"""Routes for jobs: submit one of a registered kind, poll it, read its errors and result."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.orm import Session
+
+from api import operations as ops
+from api.background import JobRunner
+from api.deps import JobIdParam, RunnerDep, RuntimeDep
+from api.routes import NOT_FOUND, accepted
+from api.schemas import (
+    IndexJobRequest,
+    JobAccepted,
+    JobErrors,
+    JobRequest,
+    JobResult,
+    JobView,
+    Problem,
+)
+from storage.jobs import job_errors, job_view
+from storage.models import Job
+from tasks.runtime import Runtime
+
+router = APIRouter(tags=["jobs"])
+
+
+@dataclass(frozen=True, slots=True)
+class JobKind:
+    """A kind of job that ``POST /v1/jobs`` accepts: its body and what starts it."""
+
+    body: type[BaseModel]
+    start: Callable[[Runtime, JobRunner, Any], str]
+
+
+def _start_index(rt: Runtime, runner: JobRunner, body: IndexJobRequest) -> str:
+    return ops.submit_documents(rt, runner, body.collection, body.documents)
+
+
+JOB_KINDS: dict[str, JobKind] = {
+    "index": JobKind(IndexJobRequest, _start_index),
+}
+"""Job kinds by name; a new kind registers its request model and starter here."""
+
+
+def _in_body(errors: Sequence[Any]) -> list[Any]:
+    return [{**err, "loc": ("body", *err.get("loc", ()))} for err in errors]
+
+
+@router.post(
+    "/v1/jobs",
+    response_model=JobAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={**NOT_FOUND, 413: {"model": Problem}},
+)
+def create_job(
+    body: JobRequest, rt: RuntimeDep, runner: RunnerDep, response: Response
+) -> JobAccepted:
+    """Start a job. ``index``: {"kind": "index", "collection", "documents": [...]}."""
+    kind = JOB_KINDS.get(body.kind)
+    if kind is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"unknown job kind {body.kind!r}; supported: {', '.join(sorted(JOB_KINDS))}",
+        )
+    try:
+        request = kind.body.model_validate(body.model_dump())
+    except ValidationError as exc:
+        raise RequestValidationError(_in_body(exc.errors(include_url=False))) from exc
+    return accepted(response, kind.start(rt, runner, request))
+
+
+def _job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise ops.not_found(f"no job {job_id!r}")
+    return job
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobView, responses=NOT_FOUND)
+def get_job(job_id: JobIdParam, rt: RuntimeDep) -> JobView:
+    """Status and progress; a job that rejected some records still succeeds."""
+    with rt.sessions() as session:
+        view = job_view(session, _job(session, job_id))
+    return JobView.model_validate(view)
+
+
+@router.get("/v1/jobs/{job_id}/errors", response_model=JobErrors, responses=NOT_FOUND)
+def get_job_errors(
+    job_id: JobIdParam,
+    rt: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobErrors:
+    """Rejected records (line or position, id, reason) and failed batches, oldest first."""
+    with rt.sessions() as session:
+        total = job_view(session, _job(session, job_id))["rejected"]
+        errors = job_errors(session, job_id, limit=limit, offset=offset)
+    return JobErrors.model_validate({"errors": errors, "total": total})
+
+
+@router.get(
+    "/v1/jobs/{job_id}/result",
+    response_model=JobResult,
+    responses={**NOT_FOUND, 409: {"model": Problem, "description": "not finished yet"}},
+)
+def get_job_result(job_id: JobIdParam, rt: RuntimeDep) -> JobResult:
+    """The job's result once it has finished."""
+    with rt.sessions() as session:
+        job = _job(session, job_id)
+    if not job.status.finished:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"job {job_id} is {job.status.value}; its result is not ready yet",
+        )
+    return JobResult(status=job.status.value, result=job.result, error=job.error)

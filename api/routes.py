@@ -1,0 +1,193 @@
+"""Routes: health, collections, documents, uploads and search.
+
+Blocking work (SQL, model loading, encoding) runs in plain ``def`` routes, which FastAPI
+runs in its thread pool, or explicitly off the event loop in the one streaming route.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from api import operations as ops
+from api.deps import NameParam, RunnerDep, RuntimeDep
+from api.schemas import (
+    CollectionCreate,
+    CollectionView,
+    DocumentsSubmit,
+    Health,
+    JobAccepted,
+    Problem,
+    SearchRequest,
+    SearchResponse,
+)
+from api.search import SearchError, search
+from tasks.runtime import Runtime
+
+router = APIRouter()
+
+NDJSON_TYPES = frozenset(
+    {
+        "application/x-ndjson",
+        "application/ndjson",
+        "application/jsonl",
+        "application/x-jsonlines",
+        "application/json-lines",
+    }
+)
+WRITE_BYTES = 1 << 20
+"""Upload bytes gathered before one write to disk."""
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem}}
+
+
+def accepted(response: Response, job_id: str) -> JobAccepted:
+    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    return JobAccepted(job_id=job_id)
+
+
+@router.get(
+    "/healthz",
+    response_model=Health,
+    tags=["health"],
+    responses={503: {"description": "the database cannot be reached"}},
+)
+def healthz(rt: RuntimeDep) -> Health | JSONResponse:
+    """The API is up and its database answers."""
+    try:
+        with rt.sessions() as session:
+            session.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        reason = f"unreachable: {type(exc).__name__}"
+        return JSONResponse(
+            {"status": "unavailable", "database": reason, "detail": f"database {reason}"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+    return Health(status="ok", database="ok")
+
+
+@router.post(
+    "/v1/collections",
+    response_model=CollectionView,
+    status_code=status.HTTP_201_CREATED,
+    tags=["collections"],
+    responses={
+        200: {"model": CollectionView, "description": "already exists with these settings"},
+        409: {"model": Problem, "description": "exists with other settings"},
+    },
+)
+def create_collection(body: CollectionCreate, rt: RuntimeDep, response: Response) -> CollectionView:
+    """Create a collection; asking again with the same settings returns it (200)."""
+    coll, created = ops.create_collection(rt, body)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return ops.collection_view(rt, coll)
+
+
+@router.get(
+    "/v1/collections/{name}",
+    response_model=CollectionView,
+    tags=["collections"],
+    responses=NOT_FOUND,
+)
+def get_collection(name: NameParam, rt: RuntimeDep) -> CollectionView:
+    """Settings and sizes: stored documents and chunks, and vectors in the published index."""
+    return ops.collection_view(rt, ops.lookup(rt, name))
+
+
+@router.post(
+    "/v1/collections/{name}/documents",
+    response_model=JobAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    tags=["documents"],
+    responses={**NOT_FOUND, 413: {"model": Problem}},
+)
+def add_documents(
+    name: NameParam, body: DocumentsSubmit, rt: RuntimeDep, runner: RunnerDep, response: Response
+) -> JobAccepted:
+    """Index documents (insert, replace changed ones, skip unchanged ones) as a job."""
+    return accepted(response, ops.submit_documents(rt, runner, name, body.documents))
+
+
+@router.post(
+    "/v1/collections/{name}/uploads",
+    response_model=JobAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    tags=["documents"],
+    responses={**NOT_FOUND, 415: {"model": Problem}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "one JSON document per line: {id, text, title?, meta?}",
+            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def upload_documents(
+    name: NameParam, request: Request, rt: RuntimeDep, runner: RunnerDep, response: Response
+) -> JobAccepted:
+    """Index an NDJSON corpus of any size; it is streamed to disk, then read line by line."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in NDJSON_TYPES:
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"send the corpus as application/x-ndjson, not {media or 'no content type'}",
+        )
+    job_id, path = await run_in_threadpool(ops.start_upload, rt, name)
+    await _receive(request, rt, job_id, path)
+    await run_in_threadpool(ops.ingest_upload, rt, runner, name, job_id, path)
+    return accepted(response, job_id)
+
+
+async def _receive(request: Request, rt: Runtime, job_id: str, path: Path) -> None:
+    """Write the request body to ``path`` as it arrives; a failed upload fails the job."""
+    try:
+        with path.open("wb") as fh:
+            pending = bytearray()
+            async for part in request.stream():
+                pending += part
+                if len(pending) >= WRITE_BYTES:
+                    await run_in_threadpool(fh.write, pending)
+                    pending = bytearray()
+            await run_in_threadpool(fh.write, pending)
+    except ClientDisconnect as exc:
+        await run_in_threadpool(ops.abandon_upload, rt, job_id, path, "the upload was cut off")
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "the upload was cut off") from exc
+    except OSError as exc:
+        reason = f"cannot store the upload: {exc.strerror or exc}"
+        await run_in_threadpool(ops.abandon_upload, rt, job_id, path, reason)
+        raise HTTPException(status.HTTP_507_INSUFFICIENT_STORAGE, reason) from exc
+
+
+@router.delete(
+    "/v1/collections/{name}/documents/{doc_id:path}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["documents"],
+    responses=NOT_FOUND,
+)
+def delete_document(name: NameParam, doc_id: str, rt: RuntimeDep, runner: RunnerDep) -> Response:
+    """Remove a document and its vectors (ids may contain slashes)."""
+    ops.remove_document(rt, runner, name, doc_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/v1/collections/{name}/search",
+    response_model=SearchResponse,
+    tags=["search"],
+    responses=NOT_FOUND,
+)
+def search_collection(name: NameParam, body: SearchRequest, rt: RuntimeDep) -> SearchResponse:
+    """The ``k`` best documents for the query, each with its best matching span."""
+    try:
+        (hits,) = search(rt, name, [body.query], body.k)
+    except SearchError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    return SearchResponse.model_validate({"hits": [hit.as_dict() for hit in hits]})

@@ -1,0 +1,138 @@
+"""Search a collection: the published snapshot plus the rows committed after it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage.chunks import vectors_from_rows
+from storage.models import SEQ_BITS, Chunk, Collection, Document
+from tasks.runtime import Runtime
+
+MAX_K = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    id: str
+    score: float
+    start: int
+    end: int
+    window: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "score": round(self.score, 6),
+            "chunk": {"start": self.start, "end": self.end, "window": self.window},
+        }
+
+
+class SearchError(LookupError):
+    """Unknown collection or unusable request."""
+
+
+def get_collection(session: Session, name: str) -> Collection:
+    coll = session.scalars(select(Collection).where(Collection.name == name)).first()
+    if coll is None:
+        raise SearchError(f"no collection named {name!r}")
+    return coll
+
+
+def search(rt: Runtime, name: str, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
+    """Top-``k`` documents per query, best chunk per document, highest score first."""
+    if not 1 <= k <= MAX_K:
+        raise SearchError(f"k must be between 1 and {MAX_K}")
+    with rt.sessions() as session:
+        coll = get_collection(session, name)
+        embedder = rt.embedder(coll.model)
+        qv = embedder.encode_texts(queries, coll.chunk_tokens)
+        snap = rt.snapshots.get(name, model=coll.model, dim=coll.dim)
+        watermark = snap[1].watermark if snap else 0
+        tail_ids, tail_vecs = _tail(session, coll, watermark)
+        fetch = min(max(4 * k, 32), MAX_K * 4)
+        results = []
+        for row in range(len(queries)):
+            results.append(_one(session, snap, qv[row : row + 1], tail_ids, tail_vecs, k, fetch))
+        return results
+
+
+def _tail(session: Session, coll: Collection, watermark: int) -> tuple[np.ndarray, np.ndarray]:
+    base = coll.id << SEQ_BITS
+    rows = session.execute(
+        select(Chunk.id, Chunk.vector).where(
+            Chunk.id > base | watermark, Chunk.id < (coll.id + 1) << SEQ_BITS
+        )
+    ).all()
+    ids = np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))
+    return ids, vectors_from_rows([r.vector for r in rows], coll.dim)
+
+
+def _one(
+    session: Session,
+    snap: tuple[object, object] | None,
+    query: np.ndarray,
+    tail_ids: np.ndarray,
+    tail_vecs: np.ndarray,
+    k: int,
+    fetch: int,
+) -> list[Hit]:
+    while True:
+        ids, scores, exhausted = _candidates(snap, query, tail_ids, tail_vecs, fetch)
+        hits = _fold(session, ids, scores, k)
+        if len(hits) >= k or exhausted:
+            return hits
+        fetch *= 4
+
+
+def _candidates(
+    snap: tuple[object, object] | None,
+    query: np.ndarray,
+    tail_ids: np.ndarray,
+    tail_vecs: np.ndarray,
+    fetch: int,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    ids = [tail_ids]
+    scores = [tail_vecs @ query[0]]
+    exhausted = True
+    if snap is not None:
+        index = snap[0]
+        n = int(index.ntotal)  # type: ignore[attr-defined]
+        take = min(fetch, n)
+        if take:
+            s, i = index.search(query, take)  # type: ignore[attr-defined]
+            keep = i[0] >= 0
+            ids.append(i[0][keep])
+            scores.append(s[0][keep])
+        exhausted = take >= n
+    all_ids = np.concatenate(ids)
+    all_scores = np.concatenate(scores)
+    order = np.argsort(-all_scores, kind="stable")
+    return all_ids[order], all_scores[order], exhausted
+
+
+def _fold(session: Session, ids: np.ndarray, scores: np.ndarray, k: int) -> list[Hit]:
+    """Map chunk ids to documents, keep each document's best chunk; drop deleted chunks."""
+    if not len(ids):
+        return []
+    rows = session.execute(
+        select(Chunk.id, Chunk.window, Chunk.start, Chunk.end, Document.external_id)
+        .join(Document, Document.id == Chunk.document_id)
+        .where(Chunk.id.in_([int(i) for i in ids]))
+    ).all()
+    by_id = {r.id: r for r in rows}
+    hits: list[Hit] = []
+    seen: set[str] = set()
+    for chunk, score in zip(ids.tolist(), scores.tolist(), strict=True):
+        row = by_id.get(chunk)
+        if row is None or row.external_id in seen:
+            continue
+        seen.add(row.external_id)
+        hits.append(Hit(row.external_id, float(score), row.start, row.end, row.window))
+        if len(hits) == k:
+            break
+    return hits

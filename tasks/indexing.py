@@ -1,0 +1,260 @@
+"""The index job as plain functions: the embedded runner and the Celery tasks both call these.
+
+Flow: ``start_index_job`` -> ``ingest`` (streams records into SQL, one batch row per group,
+hands each batch id to ``dispatch``) -> ``embed_batch`` per batch -> ``catch_up`` -> finish.
+Every step is idempotent, so a redelivered task does no harm.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from storage.chunks import EmbeddedDocument, Span, write_chunks
+from storage.documents import NewDocument, embedding_input, upsert_documents
+from storage.index_store import check_collection_name
+from storage.jobs import (
+    add_batch,
+    add_errors,
+    count_records,
+    create_job,
+    mark_running,
+    seal,
+    settle_batch,
+    try_finish,
+)
+from storage.models import BatchState, Collection, Document, Job, JobBatch
+from storage.readers import Record, Rejected
+from tasks.runtime import Runtime
+from workers.models import ModelError, canonical_spec
+
+log = logging.getLogger(__name__)
+
+
+class JobInputError(ValueError):
+    """A job that cannot start as asked (bad collection name, model mismatch...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionSpec:
+    name: str
+    model: str | None = None
+    chunk_tokens: int | None = None
+    overlap: int | None = None
+    index_factory: str = "Flat"
+
+
+def ensure_collection(rt: Runtime, spec: CollectionSpec) -> Collection:
+    """The named collection, created with the spec's settings if it does not exist yet.
+
+    An existing collection keeps its model and windows; asking for different ones is an error
+    rather than a silently mixed index.
+    """
+    check_collection_name(spec.name)
+    with rt.sessions.begin() as session:
+        coll = session.scalars(select(Collection).where(Collection.name == spec.name)).first()
+        if coll is not None:
+            _check_matches(coll, spec)
+            return coll
+    model = canonical_spec(spec.model or rt.settings.model)
+    try:
+        embedder = rt.embedder(model)
+        chunker = embedder.chunker(spec.chunk_tokens, spec.overlap)
+    except (ModelError, ValueError) as exc:
+        raise JobInputError(str(exc)) from exc
+    with rt.sessions.begin() as session:
+        coll = Collection(
+            name=spec.name,
+            model=model,
+            dim=embedder.dim,
+            chunk_tokens=chunker.max_tokens,
+            overlap=chunker.overlap,
+            metric="cosine",
+            index_factory=spec.index_factory,
+            seq=0,
+        )
+        session.add(coll)
+    return coll
+
+
+def _check_matches(coll: Collection, spec: CollectionSpec) -> None:
+    asked = {
+        "model": canonical_spec(spec.model) if spec.model else None,
+        "chunk_tokens": spec.chunk_tokens,
+        "overlap": spec.overlap,
+    }
+    for field, value in asked.items():
+        if value is not None and value != getattr(coll, field):
+            raise JobInputError(
+                f"collection {coll.name!r} uses {field}={getattr(coll, field)}, not {value}; "
+                "index into a new collection to change it"
+            )
+
+
+def start_index_job(rt: Runtime, coll: Collection, params: dict[str, Any]) -> str:
+    with rt.sessions.begin() as session:
+        return create_job(session, "index", collection_id=coll.id, params=params)
+
+
+def ingest(
+    rt: Runtime,
+    job_id: str,
+    items: Iterable[Record | Rejected],
+    dispatch: Callable[[int], None],
+    *,
+    batch_docs: int | None = None,
+) -> None:
+    """Stream records into SQL in groups; each group that needs embedding becomes a batch.
+
+    Rejected records become job errors. Nothing is held beyond one group, so corpora of any
+    size stream through in bounded memory. The job is sealed at the end.
+    """
+    size = batch_docs or rt.settings.batch_docs
+    with rt.sessions.begin() as session:
+        job = session.get_one(Job, job_id)
+        collection_id = job.collection_id
+        mark_running(session, job_id)
+    if collection_id is None:
+        raise JobInputError(f"job {job_id} has no collection")
+    group: list[Record] = []
+    errors: list[dict[str, Any]] = []
+    for item in items:
+        if isinstance(item, Rejected):
+            errors.append(
+                {"line": item.line, "id": item.id, "reason": item.reason, "source": item.source}
+            )
+        else:
+            group.append(item)
+        if len(group) >= size or len(errors) >= 1000:
+            _submit(rt, job_id, collection_id, group, errors, dispatch)
+            group, errors = [], []
+    _submit(rt, job_id, collection_id, group, errors, dispatch)
+    with rt.sessions.begin() as session:
+        seal(session, job_id)
+
+
+def _submit(
+    rt: Runtime,
+    job_id: str,
+    collection_id: int,
+    group: list[Record],
+    errors: list[dict[str, Any]],
+    dispatch: Callable[[int], None],
+) -> None:
+    if not group and not errors:
+        return
+    docs = [NewDocument(r.id, r.text, r.title, r.meta) for r in group]
+    batch_id = None
+    with rt.sessions.begin() as session:
+        add_errors(session, job_id, errors)
+        pending = upsert_documents(session, collection_id, docs)
+        accepted = len({d.external_id for d in docs})
+        count_records(session, job_id, accepted=accepted, unchanged=accepted - len(pending))
+        if pending:
+            batch_id = add_batch(session, job_id, pending)
+    if batch_id is not None:
+        dispatch(batch_id)
+
+
+def embed_batch(rt: Runtime, batch_id: int) -> int:
+    """Embed one batch's pending documents and store their chunks; returns documents written."""
+    with rt.sessions() as session:
+        batch = session.get(JobBatch, batch_id)
+        if batch is None or batch.state != BatchState.pending:
+            return 0
+        job = session.get_one(Job, batch.job_id)
+        coll = session.get_one(Collection, job.collection_id)
+        docs = session.execute(
+            select(Document.id, Document.title, Document.text, Document.content_hash).where(
+                Document.id.in_(batch.document_ids),
+                Document.indexed_hash.is_distinct_from(Document.content_hash),
+            )
+        ).all()
+    embedded = embed_documents(rt, coll, [(d.id, d.content_hash, d.title, d.text) for d in docs])
+    with rt.sessions.begin() as session:
+        session.connection(execution_options={"sqlite_immediate": True})
+        written = write_chunks(session, coll.id, embedded)
+        settle_batch(session, batch_id)
+    return written
+
+
+def embed_documents(
+    rt: Runtime, coll: Collection, docs: list[tuple[int, str, str | None, str]]
+) -> list[EmbeddedDocument]:
+    """Cut documents into windows and embed every window of the group together."""
+    if not docs:
+        return []
+    embedder = rt.embedder(coll.model)
+    chunker = embedder.chunker(coll.chunk_tokens, coll.overlap)
+    windows = chunker.split_many([embedding_input(title, text) for _, _, title, text in docs])
+    flat = [w.input_ids for ws in windows for w in ws]
+    vectors = embedder.encode_ids(flat, rt.settings.batch_tokens)
+    out, row = [], 0
+    for (doc_id, digest, _, _), ws in zip(docs, windows, strict=True):
+        spans = [Span(w.number, w.start, w.end, w.tokens) for w in ws]
+        out.append(EmbeddedDocument(doc_id, digest, spans, vectors[row : row + len(ws)]))
+        row += len(ws)
+    return out
+
+
+def fail_batch(rt: Runtime, batch_id: int, error: str) -> None:
+    with rt.sessions.begin() as session:
+        settle_batch(session, batch_id, error=error)
+
+
+def catch_up(rt: Runtime, collection: str) -> None:
+    """Bring the collection's published index up to date (the single writer's work)."""
+    rt.writer.catch_up(collection)
+
+
+def finish(rt: Runtime, job_id: str) -> bool:
+    """Finish the job if everything is settled; True only for the call that finished it."""
+    with rt.sessions.begin() as session:
+        job = session.get_one(Job, job_id)
+        result = {"documents": job.total, "unchanged": job.skipped}
+        return try_finish(session, job_id, result)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    job_id: str
+    collection: str
+    attempts: int
+
+
+def begin_attempt(rt: Runtime, batch_id: int) -> Attempt | None:
+    """Count a delivery of a batch; None when the batch is already settled or gone."""
+    with rt.sessions.begin() as session:
+        session.connection(execution_options={"sqlite_immediate": True})
+        batch = session.get(JobBatch, batch_id)
+        if batch is None or batch.state != BatchState.pending:
+            return None
+        batch.attempts += 1
+        job = session.get_one(Job, batch.job_id)
+        coll = session.get_one(Collection, job.collection_id)
+        return Attempt(job.id, coll.name, batch.attempts)
+
+
+def job_progress(rt: Runtime, job_id: str) -> dict[str, int]:
+    with rt.sessions() as session:
+        job = session.get_one(Job, job_id)
+        return {"done": job.done + job.failed, "total": job.total}
+
+
+def ingest_file(rt: Runtime, job_id: str, path: str, fmt: str | None, dispatch: Any) -> None:
+    """Ingest an uploaded corpus file for a job, then finish it if nothing is left to do."""
+    from storage.readers import read_corpus
+
+    try:
+        ingest(rt, job_id, read_corpus([path], fmt=fmt), dispatch.embed)
+    except Exception as exc:
+        from storage.jobs import fail_job
+
+        with rt.sessions.begin() as session:
+            fail_job(session, job_id, f"cannot ingest {path}: {exc}")
+        raise
+    finish(rt, job_id)

@@ -1,0 +1,88 @@
+"""Cut documents into token windows on the model's own fast tokenizer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One model input: token ids with special tokens, and the characters it covers."""
+
+    number: int
+    start: int
+    end: int
+    input_ids: list[int]
+
+    @property
+    def tokens(self) -> int:
+        return len(self.input_ids)
+
+
+def window_spans(n_tokens: int, size: int, overlap: int) -> list[tuple[int, int]]:
+    """Token ranges [a, b) of windows of ``size`` content tokens overlapping by ``overlap``."""
+    if size <= 0:
+        raise ValueError("window size must be positive")
+    if not 0 <= overlap < size:
+        raise ValueError(f"overlap must be between 0 and {size - 1}, got {overlap}")
+    if n_tokens <= size:
+        return [(0, n_tokens)]
+    step = size - overlap
+    spans = []
+    start = 0
+    while True:
+        end = min(start + size, n_tokens)
+        spans.append((start, end))
+        if end == n_tokens:
+            return spans
+        start += step
+
+
+def special_affixes(backend: Any) -> tuple[list[int], list[int]]:
+    """The special token ids the tokenizer puts before and after a single sequence."""
+    probe = "hello world"
+    plain = backend.encode(probe, add_special_tokens=False).ids
+    full = backend.encode(probe, add_special_tokens=True).ids
+    for i in range(len(full) - len(plain) + 1):
+        if full[i : i + len(plain)] == plain:
+            return full[:i], full[i + len(plain) :]
+    raise ValueError("cannot locate the text between the tokenizer's special tokens")
+
+
+class Chunker:
+    """Windows of at most ``max_tokens`` tokens, special tokens included."""
+
+    def __init__(self, tokenizer: Any, max_tokens: int, overlap: int) -> None:
+        backend = tokenizer.backend_tokenizer.__class__.from_str(
+            tokenizer.backend_tokenizer.to_str()
+        )
+        backend.no_truncation()
+        backend.no_padding()
+        self._backend = backend
+        self._prefix, self._suffix = special_affixes(backend)
+        self.special = len(self._prefix) + len(self._suffix)
+        self.max_tokens = max_tokens
+        self.size = max_tokens - self.special
+        if self.size <= 0:
+            raise ValueError(f"window of {max_tokens} tokens leaves no room for text")
+        if not 0 <= overlap < self.size:
+            raise ValueError(f"overlap must be between 0 and {self.size - 1}, got {overlap}")
+        self.overlap = overlap
+
+    def split(self, text: str) -> list[Window]:
+        return self.split_many([text])[0]
+
+    def split_many(self, texts: Sequence[str]) -> list[list[Window]]:
+        encodings = self._backend.encode_batch(list(texts), add_special_tokens=False)
+        return [self._windows(enc.ids, enc.offsets) for enc in encodings]
+
+    def _windows(self, ids: list[int], offsets: list[tuple[int, int]]) -> list[Window]:
+        if not ids:
+            return [Window(0, 0, 0, self._prefix + self._suffix)]
+        out = []
+        for number, (a, b) in enumerate(window_spans(len(ids), self.size, self.overlap)):
+            window_ids = self._prefix + ids[a:b] + self._suffix
+            out.append(Window(number, offsets[a][0], offsets[b - 1][1], window_ids))
+        return out

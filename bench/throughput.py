@@ -8,6 +8,7 @@ tokens/s, which compares the work actually done.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -31,26 +32,42 @@ def baseline(texts: list[str]) -> tuple[float, int]:
     return time.perf_counter() - started, tokens
 
 
-def embedded(corpus: Path, data_dir: Path) -> tuple[float, int]:
-    import sqlite3
+def _indexed_tokens(env: dict[str, str], collection: str) -> int:
+    from sqlalchemy import create_engine, text
 
-    env = cli_env(data_dir)
-    embedq(env, "index", str(corpus), "-c", "warm", "-q")  # model load and schema, not timed
+    from tasks.settings import Settings
+
+    url = env.get("EMBEDQ_DATABASE_URL") or Settings(data_dir=Path(env["EMBEDQ_DATA_DIR"])).db_url
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        tokens = conn.execute(
+            text(
+                "SELECT SUM(tokens) FROM chunks JOIN collections c ON c.id = chunks.collection_id "
+                "WHERE c.name = :name"
+            ),
+            {"name": collection},
+        ).scalar_one()
+    engine.dispose()
+    return int(tokens)
+
+
+def timed_index(env: dict[str, str], corpus: Path, *extra: str) -> tuple[float, int]:
+    """Seconds for ``embedq index`` of the corpus (after a warm-up run), and tokens embedded."""
+    warm = corpus.with_name("warm.jsonl")
+    warm.write_text("".join(corpus.read_text().splitlines(keepends=True)[:16]))
+    embedq(env, "index", str(warm), "-c", "warm", "-q", *extra)  # schema, model load
     started = time.perf_counter()
-    embedq(env, "index", str(corpus), "-c", "bench", "-q")
-    elapsed = time.perf_counter() - started
-    with sqlite3.connect(data_dir / "embedq.db") as db:
-        (tokens,) = db.execute(
-            "SELECT SUM(tokens) FROM chunks JOIN collections c ON c.id = chunks.collection_id "
-            "WHERE c.name = 'bench'"
-        ).fetchone()
-    return elapsed, int(tokens)
+    embedq(env, "index", str(corpus), "-c", "bench", "-q", *extra)
+    return time.perf_counter() - started, _indexed_tokens(env, "bench")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench throughput")
     parser.add_argument("--docs", type=int, default=300, help="SciFact documents (default 300)")
     parser.add_argument("--full", action="store_true", help="the whole corpus (5,183 documents)")
+    parser.add_argument(
+        "--no-distributed", action="store_true", help="skip (c): needs Redis and PostgreSQL"
+    )
     args = parser.parse_args(argv)
     limit = None if args.full else args.docs
     docs = list(read_jsonl(scifact_dir() / "corpus.jsonl", limit))
@@ -59,22 +76,21 @@ def main(argv: list[str] | None = None) -> None:
     print(f"documents: {len(docs)}")
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.jsonl"
-        corpus.write_text(
-            "".join(
-                __import__("json").dumps({"id": d["_id"], "title": d["title"], "text": d["text"]})
-                + "\n"
-                for d in docs
-            )
+        rows_out = (
+            json.dumps({"id": d["_id"], "title": d["title"], "text": d["text"]}) for d in docs
         )
-        t_base, tok_base = baseline(texts)
-        t_emb, tok_emb = embedded(corpus, Path(tmp) / "data")
-    rows = [("encode (baseline)", t_base, tok_base), ("embedq index", t_emb, tok_emb)]
+        corpus.write_text("".join(line + "\n" for line in rows_out))
+        rows = [("(a) encode", *baseline(texts))]
+        rows.append(("(b) embedded", *timed_index(cli_env(Path(tmp) / "b"), corpus)))
+        if not args.no_distributed:
+            from bench.stack import distributed
+
+            with distributed(Path(tmp) / "c") as env:
+                rows.append(("(c) distributed", *timed_index(env, corpus, "--wait")))
+    t_base, tok_base = rows[0][1], rows[0][2]
     for name, secs, toks in rows:
         print(
-            f"{name:>18}: {len(docs) / secs:8.1f} docs/s {toks / secs:10.0f} tokens/s "
-            f"({secs:.1f} s, {toks} tokens)"
+            f"{name:>16}: {len(docs) / secs:7.1f} docs/s {toks / secs:9.0f} tokens/s "
+            f"({secs:.1f} s, {toks} tokens)  docs/s vs (a): {t_base / secs:.3f}  "
+            f"tokens/s vs (a): {(toks / secs) / (tok_base / t_base):.3f}"
         )
-    print(
-        f"embedq/baseline docs/s: {t_base / t_emb:.3f}  tokens/s: "
-        f"{(tok_emb / t_emb) / (tok_base / t_base):.3f}"
-    )

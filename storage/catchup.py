@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,7 +58,18 @@ class IndexWriter:
         self._live: dict[str, _Live] = {}
 
     def catch_up(self, collection_name: str) -> SnapshotMeta | None:
-        """Add chunks and apply deletions above the watermark; publish if anything changed."""
+        """Add chunks and apply deletions above the watermark; publish if anything changed.
+
+        A file lock per collection makes a second writer (a misconfigured deployment) wait
+        its turn instead of publishing over this one.
+        """
+        folder = self.store.folder(collection_name)
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / ".writer.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._catch_up(collection_name)
+
+    def _catch_up(self, collection_name: str) -> SnapshotMeta | None:
         with self.sessions() as session:
             coll = session.scalars(
                 select(Collection).where(Collection.name == collection_name)
@@ -68,14 +80,19 @@ class IndexWriter:
             target = coll.seq
             if live.watermark >= target:
                 return self.store.meta(collection_name)
-            self._apply(session, coll, live, target)
-        meta = self.store.publish(
-            collection_name,
-            live.index,
-            model=coll.model,
-            factory=coll.index_factory,
-            watermark=target,
-        )
+            try:
+                self._apply(session, coll, live, target)
+                meta = self.store.publish(
+                    collection_name,
+                    live.index,
+                    model=coll.model,
+                    factory=coll.index_factory,
+                    watermark=target,
+                )
+            except BaseException:
+                # The in-memory index may hold rows above its watermark: start over next time.
+                self._live.pop(collection_name, None)
+                raise
         live.watermark, live.file = target, meta.file
         self._purge_tombstones(coll.id, target)
         return meta
@@ -83,7 +100,7 @@ class IndexWriter:
     def rebuild(self, collection_name: str) -> SnapshotMeta | None:
         """Drop what is in memory and on disk for the collection and rebuild it from SQL."""
         self._live.pop(collection_name, None)
-        self.store.drop(collection_name)
+        self.store.drop_snapshot(collection_name)
         return self.catch_up(collection_name)
 
     def _current(self, coll: Collection) -> _Live:

@@ -71,7 +71,8 @@ def write_chunks(session: Session, collection_id: int, docs: Sequence[EmbeddedDo
                 }
             )
             seq += 1
-    session.execute(insert(Chunk), values)
+    if values:
+        session.execute(insert(Chunk), values)
     for doc in apply:
         session.execute(
             update(Document)

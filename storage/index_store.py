@@ -159,12 +159,12 @@ class IndexStore:
         self._remove_stale(folder, keep={name, previous.file if previous else name})
         return meta
 
-    def drop(self, collection: str) -> None:
+    def drop_snapshot(self, collection: str) -> None:
+        """Remove the published snapshot (the next catch-up rebuilds it from SQL)."""
         folder = self.folder(collection)
-        for path in folder.glob("*"):
+        (folder / CURRENT).unlink(missing_ok=True)
+        for path in folder.glob("index-*.faiss*"):
             path.unlink(missing_ok=True)
-        if folder.exists():
-            folder.rmdir()
 
     @staticmethod
     def _remove_stale(folder: Path, keep: set[str]) -> None:

@@ -3,6 +3,7 @@ tasks.indexing. Each takes ids, never texts."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -71,8 +72,12 @@ def request_catch_up(collection: str) -> None:
         catch_up.apply_async(args=[collection])
 
 
-def _coalescer() -> Any:
+@functools.cache
+def _redis(url: str) -> Any:
     import redis
 
-    settings = get_runtime().settings
-    return redis.Redis.from_url(settings.broker_url or "redis://127.0.0.1:6379/0")
+    return redis.Redis.from_url(url)
+
+
+def _coalescer() -> Any:
+    return _redis(get_runtime().settings.broker_url or "redis://127.0.0.1:6379/0")

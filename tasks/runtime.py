@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -11,7 +12,9 @@ from storage.catchup import IndexWriter
 from storage.db import make_engine, make_sessionmaker
 from storage.index_store import IndexStore, SnapshotCache
 from tasks.settings import Settings, get_settings
-from workers.encoding import Embedder
+
+if TYPE_CHECKING:
+    from workers.encoding import Embedder
 
 
 class Runtime:
@@ -39,6 +42,8 @@ class Runtime:
         return IndexWriter(self.sessions, self.store)
 
     def embedder(self, model: str) -> Embedder:
+        from workers.encoding import Embedder
+
         with self._lock:
             if model not in self._models:
                 self._models[model] = Embedder(

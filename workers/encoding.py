@@ -42,6 +42,9 @@ class Embedder:
 
     def __init__(self, spec: str | None, device: str = "auto", precision: str = "auto") -> None:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
         path = resolve_path(spec)
         self.device = choose_device(device)

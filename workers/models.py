@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {"default", "all-minilm-l6-v2", DEFAULT_MODEL.lower()}
@@ -43,6 +45,8 @@ def choose_device(setting: str = "auto") -> str:
     """``cuda`` when a GPU is visible (CUDA_VISIBLE_DEVICES is respected), else ``cpu``."""
     if setting != "auto":
         return setting
+    import torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -56,6 +60,8 @@ def cpu_has_native_bf16() -> bool:
 
 def choose_precision(device: str, setting: str = "auto") -> torch.dtype:
     """fp16 on CUDA, bf16 on CPUs with native bf16, fp32 otherwise (unless set)."""
+    import torch
+
     if setting not in PRECISIONS:
         raise ModelError(f"unknown precision {setting!r}; use one of {', '.join(PRECISIONS)}")
     if setting == "auto":

@@ -169,15 +169,17 @@ def test_snapshot_cache_ignores_unusable_snapshot(store: IndexStore) -> None:
     assert SnapshotCache(store).get("c", model="other-model", dim=DIM) is None
 
 
-def test_drop_removes_the_folder(store: IndexStore) -> None:
+def test_drop_snapshot_removes_the_published_files(store: IndexStore) -> None:
     index, _, _ = filled_index()
     publish(store, index)
-    store.drop("c")
-    assert not store.folder("c").exists()
+    store.drop_snapshot("c")
     assert store.meta("c") is None
+    assert not list(store.folder("c").glob("index-*"))
 
 
-@pytest.mark.parametrize("name", ["../x", "/abs", "a\x00b", "..", "", "a" * 200, "a/b", "x\n"])
+@pytest.mark.parametrize(
+    "name", ["../x", "/abs", "a\x00b", "..", "", "a" * 200, "a/b", "x\n", "x..y", ".hidden"]
+)
 def test_check_collection_name_refuses(name: str, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="invalid collection name"):
         check_collection_name(name)

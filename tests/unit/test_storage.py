@@ -205,6 +205,8 @@ def test_changed_text_is_pending_again(
     # The old chunks stay searchable until the new ones replace them.
     assert new.indexed_hash == old.content_hash
     assert chunk_rows(sessions, cid).keys() == old_chunks.keys()
+    # Submitted again before its new chunks are written: still work to do.
+    assert upsert(sessions, cid, [NewDocument("a", "alpha v2")]) == [old.id]
 
 
 def test_title_change_is_a_content_change(
@@ -366,12 +368,6 @@ def test_deleted_document_is_skipped(
     assert chunk_rows(sessions, cid) == {}
 
 
-@pytest.mark.xfail(
-    reason="write_chunks runs the chunks INSERT with an empty parameter list when no document "
-    "to apply has a span: SQLAlchemy emits INSERT ... DEFAULT VALUES, which warns about the "
-    "primary key and then fails the NOT NULL constraint on chunks.id",
-    strict=True,
-)
 def test_document_without_windows_is_marked_indexed(
     sessions: Sessions, cid: int, rng: np.random.Generator
 ) -> None:
@@ -420,6 +416,71 @@ def test_chunk_ids_follow_commit_order(
     assert c_ids == [chunk_id(cid, 5), chunk_id(cid, 6)]
     meta = writer.catch_up("c")
     assert meta.watermark == 6
+    assert_index_matches_sql(published(store)[0], rows)
+
+
+def run_while_locked(
+    sessions: Sessions, cid: int, holder: EmbeddedDocument, other: Any
+) -> tuple[Any, bool]:
+    """Run ``other(session)`` in a thread while this thread's uncommitted write holds the lock.
+
+    Returns what ``other`` returned and whether it was still waiting when the holder committed.
+    """
+    result: list[Any] = []
+    finished = threading.Event()
+
+    def run() -> None:
+        with transaction(sessions, write=True) as s:
+            result.append(other(s))
+        finished.set()
+
+    with transaction(sessions, write=True) as s:
+        assert write_chunks(s, cid, [holder]) == 1
+        thread = threading.Thread(target=run)
+        thread.start()
+        waited = not finished.wait(0.5)
+    thread.join(timeout=30)
+    assert finished.is_set()
+    return result[0], waited
+
+
+def test_concurrent_redelivery_writes_once(
+    sessions: Sessions, cid: int, rng: np.random.Generator
+) -> None:
+    upsert(sessions, cid, [NewDocument("a", "alpha")])
+    doc = embedded(doc_row(sessions, cid, "a"), 2, rng)
+
+    written, waited = run_while_locked(sessions, cid, doc, lambda s: write_chunks(s, cid, [doc]))
+
+    assert waited
+    assert written == 0
+    assert sorted(chunk_rows(sessions, cid)) == [chunk_id(cid, 1), chunk_id(cid, 2)]
+    assert collection_seq(sessions, cid) == 2
+
+
+def test_delete_during_chunk_write_tombstones_the_new_chunks(
+    sessions: Sessions, cid: int, store: IndexStore, rng: np.random.Generator
+) -> None:
+    index_texts(sessions, cid, {"a": "alpha", "b": "beta"}, rng, n=2)
+    writer = IndexWriter(sessions, store)
+    writer.catch_up("c")
+    upsert(sessions, cid, [NewDocument("a", "alpha v2")])
+    doc = embedded(doc_row(sessions, cid, "a"), 3, rng)
+
+    deleted, waited = run_while_locked(sessions, cid, doc, lambda s: delete_document(s, cid, "a"))
+
+    assert waited and deleted
+    rows = chunk_rows(sessions, cid)
+    assert {d for d, _ in rows.values()} == {doc_row(sessions, cid, "b").id}
+    # Old chunks (1, 2) were tombstoned by the write, its new ones (6-8) by the deletion.
+    assert tombstones(sessions, cid) == {
+        chunk_id(cid, 1): 5,
+        chunk_id(cid, 2): 5,
+        chunk_id(cid, 6): 9,
+        chunk_id(cid, 7): 9,
+        chunk_id(cid, 8): 9,
+    }
+    writer.catch_up("c")
     assert_index_matches_sql(published(store)[0], rows)
 
 
@@ -715,12 +776,6 @@ def test_tombstones_above_watermark_wait_for_next_catch_up(
     assert_index_matches_sql(published(store)[0], chunk_rows(sessions, cid))
 
 
-@pytest.mark.xfail(
-    reason="IndexWriter.catch_up adds rows to its cached in-memory index before publishing; "
-    "when publish (or a later read) fails, the cache keeps those rows with the old "
-    "watermark and the retry adds them a second time",
-    strict=True,
-)
 def test_catch_up_after_failed_publish_has_no_duplicates(
     sessions: Sessions,
     cid: int,

@@ -186,3 +186,22 @@ def job_errors(
 
 def list_jobs(session: Session, limit: int = 50) -> list[Job]:
     return list(session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)))
+
+
+def complete_job(session: Session, job_id: str, result: dict[str, Any]) -> bool:
+    """Finish a one-step job with its result; True for the call that finished it."""
+    changed = _rowcount(
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(ACTIVE))
+            .values(
+                status=JobStatus.succeeded,
+                result=result,
+                total=1,
+                done=1,
+                sealed=True,
+                finished_at=utcnow(),
+            )
+        )
+    )
+    return bool(changed)

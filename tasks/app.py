@@ -34,6 +34,7 @@ def make_app() -> Celery:
             "embedq.embed_batch": {"queue": "embed", "routing_key": "embed"},
             "embedq.catch_up": {"queue": "index", "routing_key": "index"},
             "embedq.ingest_file": {"queue": "default", "routing_key": "default"},
+            "embedq.analyse": {"queue": "default", "routing_key": "default"},
         },
         task_acks_late=True,
         task_reject_on_worker_lost=True,

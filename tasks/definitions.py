@@ -10,7 +10,7 @@ from typing import Any
 from celery import Task
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from tasks import indexing
+from tasks import analysis, indexing
 from tasks.app import app
 from tasks.dispatch import CeleryDispatcher
 from tasks.runtime import get_runtime
@@ -63,6 +63,12 @@ def ingest_file(self: Task, job_id: str, path: str, fmt: str | None) -> dict[str
     rt = get_runtime()
     indexing.ingest_file(rt, job_id, path, fmt, CeleryDispatcher(rt, job_id))
     return {"job": job_id, **indexing.job_progress(rt, job_id)}
+
+
+@app.task(name="embedq.analyse", **RETRY)
+def analyse(job_id: str) -> dict[str, Any]:
+    result = analysis.run_analysis_job(get_runtime(), job_id)
+    return {"job": job_id, "ok": result is not None}
 
 
 def request_catch_up(collection: str) -> None:

@@ -21,6 +21,8 @@ class Dispatcher(Protocol):
 
     def ingest_file(self, job_id: str, path: str, fmt: str | None) -> None: ...
 
+    def analyse(self, job_id: str, kind: str) -> None: ...
+
 
 class InlineDispatcher:
     """Embedded default: every step runs in the calling process."""
@@ -47,6 +49,11 @@ class InlineDispatcher:
 
         indexing.ingest_file(self.rt, job_id, path, fmt, self)
 
+    def analyse(self, job_id: str, kind: str) -> None:
+        from tasks.analysis import run_analysis_job
+
+        run_analysis_job(self.rt, job_id)
+
 
 class CeleryDispatcher:
     """Queue tasks that carry ids only; the producer waits while too many batches are pending."""
@@ -71,6 +78,13 @@ class CeleryDispatcher:
         from tasks.definitions import ingest_file
 
         ingest_file.apply_async(args=[job_id, path, fmt])
+
+    def analyse(self, job_id: str, kind: str) -> None:
+        from tasks.analysis import QUEUES
+        from tasks.definitions import analyse
+
+        queue = QUEUES.get(kind, "default")
+        analyse.apply_async(args=[job_id], queue=queue, routing_key=queue)
 
     def _wait_for_room(self, job_id: str) -> None:
         limit = self.rt.settings.max_pending_batches

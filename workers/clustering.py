@@ -24,6 +24,7 @@ MAX_POINTS_PER_CENTROID = 256
 NREDO = 3
 _BLOCK = 65_536
 _LEGEND_MAX = 20
+_GOLDEN = 0.618034  # spreads many clusters' colours along the colour map
 
 
 def _as_matrix(vectors: Any) -> np.ndarray:
@@ -44,6 +45,9 @@ def _sample_rows(mat: np.ndarray, sample: int, seed: int) -> np.ndarray:
         return mat
     rng = np.random.default_rng(seed)
     return mat[np.sort(rng.choice(mat.shape[0], size=sample, replace=False))]
+
+
+Ids = Sequence[Any] | np.ndarray
 
 
 def _plain(value: Any) -> Any:
@@ -82,19 +86,17 @@ class ClusterResult:
         starts = np.searchsorted(self.labels[order], np.arange(self.k))
         return [order[s : s + min(n, size)] for s, size in zip(starts, self.sizes, strict=True)]
 
-    def _check_ids(self, ids: Sequence[Any]) -> None:
+    def _check_ids(self, ids: Ids) -> None:
         if len(ids) != self.labels.shape[0]:
             raise ValueError(f"{len(ids)} ids for {self.labels.shape[0]} clustered rows")
 
-    def examples(self, ids: Sequence[Any], n: int = 5) -> list[list[Any]]:
+    def examples(self, ids: Ids, n: int = 5) -> list[list[Any]]:
         """Per cluster, the ids of its ``n`` members most similar to the centroid (by cosine)."""
         self._check_ids(ids)
         rows = self._example_rows(n, self.similarities())
         return [[_plain(ids[i]) for i in group] for group in rows]
 
-    def to_dict(
-        self, ids: Sequence[Any], n_examples: int = 5, *, assignments: bool = True
-    ) -> dict[str, Any]:
+    def to_dict(self, ids: Ids, n_examples: int = 5, *, assignments: bool = True) -> dict[str, Any]:
         """A JSON-ready summary: clusters with sizes and examples, and each id's cluster."""
         self._check_ids(ids)
         sims = self.similarities()
@@ -123,21 +125,11 @@ def _result(mat: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -> Clust
 # --- k-means -----------------------------------------------------------------------------
 
 
-def train_centroids(
-    mat: np.ndarray, k: int, *, seed: int = 0, niter: int = 25, nredo: int = NREDO
-) -> np.ndarray:
-    """Spherical k-means centroids (k, d), normalised; FAISS trains on a row sample.
-
-    Seeds with k-means++ where the installed FAISS offers it and keeps the best of ``nredo``
-    runs (highest total similarity): a single run can merge two groups and split another.
-    """
-    if not 1 <= k <= mat.shape[0]:
-        raise ValueError(f"k must be between 1 and the number of rows ({mat.shape[0]}), got {k}")
+def _train_once(mat: np.ndarray, k: int, seed: int, niter: int) -> np.ndarray:
     km = faiss.Kmeans(
         mat.shape[1],
         k,
         niter=niter,
-        nredo=max(1, nredo),
         seed=seed,
         spherical=True,
         max_points_per_centroid=MAX_POINTS_PER_CENTROID,
@@ -148,6 +140,28 @@ def train_centroids(
         km.cp.init_method = init
     km.train(mat)
     return _normalise(np.asarray(km.centroids, dtype=np.float32).reshape(k, mat.shape[1]))
+
+
+def train_centroids(
+    mat: np.ndarray, k: int, *, seed: int = 0, niter: int = 25, nredo: int = NREDO
+) -> np.ndarray:
+    """Spherical k-means centroids (k, d), normalised; FAISS trains on a row sample.
+
+    Seeds with k-means++ where the installed FAISS offers it, runs ``nredo`` times with seeds
+    ``seed``, ``seed + 1``, ... and keeps the centroids with the highest total similarity on
+    one common row sample: a single run can merge two groups and split another.
+    """
+    if not 1 <= k <= mat.shape[0]:
+        raise ValueError(f"k must be between 1 and the number of rows ({mat.shape[0]}), got {k}")
+    probe = _sample_rows(mat, MAX_POINTS_PER_CENTROID * k, seed)
+    best, best_score = None, -np.inf
+    for run in range(max(1, nredo)):
+        centroids = _train_once(mat, k, seed + run, niter)
+        score = float(np.max(probe @ centroids.T, axis=1).sum(dtype=np.float64))
+        if best is None or score > best_score:
+            best, best_score = centroids, score
+    assert best is not None
+    return best
 
 
 def assign(mat: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -311,7 +325,7 @@ def scatter_png(
         mine = drawn[labs[drawn] == cluster]
         name = "noise" if cluster < 0 else f"cluster {cluster}"
         legend = f"{name} ({size})" if rank < _LEGEND_MAX else "_nolegend_"
-        colour = colours(rank / max(1, len(clusters) - 1) if len(clusters) > 20 else rank)
+        colour = colours(rank if len(clusters) <= 20 else (rank * _GOLDEN) % 1.0)
         ax.scatter(pts[mine, 0], pts[mine, 1], s=4, color=colour, label=legend, linewidths=0)
     _decorate(ax, title, len(clusters))
     target = Path(path)
@@ -325,7 +339,7 @@ def _decorate(ax: Any, title: str, n_clusters: int) -> None:
     ax.set_title(title)
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
-    extra = f" (+{n_clusters - _LEGEND_MAX} more)" if n_clusters > _LEGEND_MAX else ""
+    extra = f", {_LEGEND_MAX} largest shown" if n_clusters > _LEGEND_MAX else ""
     ax.legend(
         title=f"{n_clusters} clusters{extra}",
         loc="center left",

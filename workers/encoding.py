@@ -93,11 +93,18 @@ class Embedder:
             out[group] = vectors
         return out
 
-    def encode_texts(self, texts: Sequence[str], max_tokens: int | None = None) -> np.ndarray:
+    def encode_texts(
+        self,
+        texts: Sequence[str],
+        max_tokens: int | None = None,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    ) -> np.ndarray:
         """Embed whole texts truncated to ``max_tokens`` (queries, short inputs)."""
+        if not texts:
+            return np.empty((0, self.dim), dtype=np.float32)
         limit = min(max_tokens or self.max_tokens, self.max_tokens)
         enc = self.tokenizer(list(texts), truncation=True, max_length=limit, padding=False)
-        return self.encode_ids(enc["input_ids"])
+        return self.encode_ids(enc["input_ids"], batch_tokens)
 
     def _forward(self, batch: list[Sequence[int]]) -> np.ndarray:
         width = max(len(ids) for ids in batch)

@@ -19,6 +19,7 @@ Pooling is done in float32 whatever precision the model runs in.
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import json
 import threading
@@ -51,7 +52,7 @@ class PoolingError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class _Plan:
+class Plan:
     """What one forward pass pools: ``kind`` in cls/mean/pooler, over hidden state ``layer``."""
 
     kind: str
@@ -68,6 +69,7 @@ class _Loaded:
     tokenizer: Any
     missing_keys: frozenset[str]
     max_tokens: int
+    token_types: bool
 
 
 def transformer_folder(path: str) -> str:
@@ -101,6 +103,14 @@ def _configured_length(folder: str) -> int | None:
     return int(value) if value else None
 
 
+def _accepts(model: Any, name: str) -> bool:
+    """Whether the model's forward takes the argument ``name``."""
+    try:
+        return name in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return True
+
+
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over the positions where ``mask`` is 1, in float32."""
     weights = mask.unsqueeze(-1).to(torch.float32)
@@ -111,6 +121,14 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str], limit: int) -> list[list[int]]:
+    """Token ids with special tokens, each text truncated to ``limit`` tokens."""
+    if not texts:
+        return []
+    enc = tokenizer(list(texts), truncation=True, max_length=limit, padding=False)
+    return [list(ids) for ids in enc["input_ids"]]
 
 
 def check_strategy(strategy: str) -> None:
@@ -125,7 +143,9 @@ class HFEncoder:
     folder is read through its ``Transformer`` module's folder.
     """
 
-    def __init__(self, spec: str | None = None, device: str = "auto", precision: str = "auto"):
+    def __init__(
+        self, spec: str | None = None, device: str = "auto", precision: str = "auto"
+    ) -> None:
         self.spec = spec
         self.path = resolve_path(spec)
         self.device = choose_device(device)
@@ -165,7 +185,10 @@ class HFEncoder:
             _configured_length(folder) or MAX_WINDOW,
         ]
         missing = frozenset(str(key) for key in info.get("missing_keys", ()))
-        return _Loaded(model, tokenizer, missing, min(limits))
+        token_types = "token_type_ids" in tokenizer.model_input_names and _accepts(
+            model, "token_type_ids"
+        )
+        return _Loaded(model, tokenizer, missing, min(limits), token_types)
 
     @property
     def model(self) -> Any:
@@ -212,7 +235,7 @@ class HFEncoder:
 
     # Encoding ------------------------------------------------------------------------------
 
-    def plan(self, strategy: str, layer: int | None = None) -> _Plan:
+    def plan(self, strategy: str, layer: int | None = None) -> Plan:
         """Check ``strategy`` and ``layer`` against this model; what to pool."""
         check_strategy(strategy)
         if layer is not None:
@@ -224,8 +247,8 @@ class HFEncoder:
             if problem:
                 raise PoolingError(problem)
         if strategy == "second-to-last":
-            return _Plan("mean", -2)
-        return _Plan(strategy, layer)
+            return Plan("mean", -2)
+        return Plan(strategy, layer)
 
     def check_layer(self, layer: int) -> None:
         count = self.num_layers
@@ -260,14 +283,14 @@ class HFEncoder:
         if strategy == "sentence-transformers":
             if layer is not None:
                 raise PoolingError("strategy 'sentence-transformers' does not take a layer")
+            if not texts:
+                return self.embedder.encode_ids([])
             limit = min(max_tokens or self.embedder.max_tokens, self.embedder.max_tokens)
             return self.embedder.encode_texts(list(texts), max_tokens=limit)
         self.plan(strategy, layer)
-        enc = self.tokenizer(
-            list(texts), truncation=True, max_length=self.limit(max_tokens), padding=False
-        )
+        ids = tokenize(self.tokenizer, texts, self.limit(max_tokens))
         return self.encode_ids(
-            enc["input_ids"], strategy, batch_tokens=batch_tokens, normalize=normalize, layer=layer
+            ids, strategy, batch_tokens=batch_tokens, normalize=normalize, layer=layer
         )
 
     @torch.inference_mode()
@@ -291,7 +314,7 @@ class HFEncoder:
             out[group] = self._forward([inputs[i] for i in group], plan)
         return l2_normalise(out) if normalize else out
 
-    def _forward(self, batch: list[Sequence[int]], plan: _Plan) -> np.ndarray:
+    def _forward(self, batch: list[Sequence[int]], plan: Plan) -> np.ndarray:
         width = max(len(ids) for ids in batch)
         pad = self.tokenizer.pad_token_id or 0
         ids = torch.full((len(batch), width), pad, dtype=torch.long)
@@ -300,7 +323,7 @@ class HFEncoder:
             ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
             mask[row, : len(seq)] = 1
         features = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
-        if "token_type_ids" in self.tokenizer.model_input_names:
+        if self._state().token_types:
             features["token_type_ids"] = torch.zeros_like(features["input_ids"])
         outputs = self.model(**features, output_hidden_states=plan.needs_hidden_states)
         return pool(outputs, features["attention_mask"], plan).cpu().numpy()
@@ -365,7 +388,7 @@ class HFEncoder:
             raise PoolingError(str(exc)) from exc
 
 
-def pool(outputs: Any, mask: torch.Tensor, plan: _Plan) -> torch.Tensor:
+def pool(outputs: Any, mask: torch.Tensor, plan: Plan) -> torch.Tensor:
     """The pooled float32 vectors of one forward pass."""
     if plan.kind == "pooler":
         pooled = getattr(outputs, "pooler_output", None)

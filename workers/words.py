@@ -85,9 +85,9 @@ def word_vectors(
 
 def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
     """Cosine similarity between every pair of rows."""
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    unit = vectors / np.maximum(norms, 1e-12)
-    return np.asarray(unit @ unit.T, dtype=np.float64)
+    rows = np.asarray(vectors, dtype=np.float64)
+    unit = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    return np.asarray(unit @ unit.T)
 
 
 def repeated_words(words: list[Word], vectors: np.ndarray) -> list[dict[str, Any]]:

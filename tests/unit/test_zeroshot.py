@@ -1,4 +1,4 @@
-"""Zero-shot classification: NLI maths on tiny seeded checkpoints, embeddings on the bundled model."""
+"""Zero-shot classification: NLI maths on tiny seeded checkpoints, embeddings on MiniLM."""
 
 from __future__ import annotations
 
@@ -34,12 +34,12 @@ def _save_checkpoint(folder: Path, id2label: dict[int, str]) -> Path:
         num_hidden_layers=1,
         num_attention_heads=2,
         intermediate_size=64,
-        num_labels=len(id2label),
         id2label=id2label,
         label2id={v: k for k, v in id2label.items()},
     )
     torch.manual_seed(0)
     model = BertForSequenceClassification(config)
+    assert model.config.num_labels == len(id2label)  # implied by id2label
     with torch.no_grad():
         weight = torch.randn(len(id2label), 32, generator=torch.Generator().manual_seed(1))
         if len(id2label) == 3:

@@ -245,7 +245,9 @@ def worker(args: argparse.Namespace) -> int:
 def serve_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    ready_runtime()
+    rt = ready_runtime()
+    if args.workers > 1 and not rt.settings.broker_url:
+        raise UserError("--workers > 1 needs a broker: without one each process would run jobs")
     uvicorn.run(
         "api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers
     )

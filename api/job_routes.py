@@ -8,10 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from api import operations as ops
+from api.analysis_jobs import ANALYSIS_BODIES, start_analysis
 from api.background import JobRunner
 from api.deps import JobIdParam, RunnerDep, RuntimeDep
 from api.routes import NOT_FOUND, accepted
@@ -45,6 +47,7 @@ def _start_index(rt: Runtime, runner: JobRunner, body: IndexJobRequest) -> str:
 
 JOB_KINDS: dict[str, JobKind] = {
     "index": JobKind(IndexJobRequest, _start_index),
+    **{name: JobKind(body, start_analysis) for name, body in ANALYSIS_BODIES.items()},
 }
 """Job kinds by name; a new kind registers its request model and starter here."""
 
@@ -120,3 +123,19 @@ def get_job_result(job_id: JobIdParam, rt: RuntimeDep) -> JobResult:
             f"job {job_id} is {job.status.value}; its result is not ready yet",
         )
     return JobResult(status=job.status.value, result=job.result, error=job.error)
+
+
+@router.get(
+    "/v1/jobs/{job_id}/files/{name}",
+    response_class=FileResponse,
+    responses={**NOT_FOUND},
+)
+def get_job_file(job_id: JobIdParam, name: str, rt: RuntimeDep) -> FileResponse:
+    """A file the job's result lists (vectors.npy, vectors.json, clusters.png, vecs.tsv...)."""
+    with rt.sessions() as session:
+        job = _job(session, job_id)
+    files = (job.result or {}).get("files") or []
+    path = rt.settings.data_dir / "results" / job_id / name
+    if name not in files or not path.is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no file {name!r}")
+    return FileResponse(path, filename=name)

@@ -58,7 +58,7 @@ def catch_up(collection: str) -> dict[str, Any]:
     return {"collection": collection, "watermark": meta.watermark if meta else 0}
 
 
-@app.task(name="embedq.ingest_file", bind=True, **RETRY)
+@app.task(name="embedq.ingest_file", bind=True)
 def ingest_file(self: Task, job_id: str, path: str, fmt: str | None) -> dict[str, Any]:
     rt = get_runtime()
     indexing.ingest_file(rt, job_id, path, fmt, CeleryDispatcher(rt, job_id))

@@ -47,7 +47,7 @@ class InlineDispatcher:
     def ingest_file(self, job_id: str, path: str, fmt: str | None) -> None:
         from tasks import indexing
 
-        indexing.ingest_file(self.rt, job_id, path, fmt, self)
+        indexing.ingest_file(self.rt, job_id, path, fmt, self, inline=True)
 
     def analyse(self, job_id: str, kind: str) -> None:
         from tasks.analysis import run_analysis_job

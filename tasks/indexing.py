@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -115,6 +116,7 @@ def ingest(
     """
     size = batch_docs or rt.settings.batch_docs
     with rt.sessions.begin() as session:
+        session.connection(execution_options={"sqlite_immediate": True})
         job = session.get_one(Job, job_id)
         collection_id = job.collection_id
         mark_running(session, job_id)
@@ -245,16 +247,39 @@ def job_progress(rt: Runtime, job_id: str) -> dict[str, int]:
         return {"done": job.done + job.failed, "total": job.total}
 
 
-def ingest_file(rt: Runtime, job_id: str, path: str, fmt: str | None, dispatch: Any) -> None:
-    """Ingest an uploaded corpus file for a job, then finish it if nothing is left to do."""
+def ingest_file(
+    rt: Runtime, job_id: str, path: str, fmt: str | None, dispatch: Any, *, inline: bool = False
+) -> None:
+    """Ingest an uploaded corpus file for a queued job once, then finish it if it can.
+
+    A second delivery of the same job (the first one crashed mid-way) does not ingest again,
+    which would count records twice: the job is failed and the upload must be resubmitted.
+    Uploads under the data folder are removed once read.
+    """
+    from storage.jobs import fail_job
+    from storage.models import JobStatus
     from storage.readers import read_corpus
 
+    with rt.sessions() as session:
+        job = session.get(Job, job_id)
+        status = job.status if job else None
+    if status != JobStatus.queued:
+        if status == JobStatus.running:
+            with rt.sessions.begin() as session:
+                fail_job(session, job_id, "ingestion was interrupted; submit the file again")
+        return
     try:
         ingest(rt, job_id, read_corpus([path], fmt=fmt), dispatch.embed)
+        if inline:
+            with rt.sessions() as session:
+                coll = session.get_one(Collection, session.get_one(Job, job_id).collection_id)
+            dispatch.catch_up(coll.name)
     except Exception as exc:
-        from storage.jobs import fail_job
-
         with rt.sessions.begin() as session:
-            fail_job(session, job_id, f"cannot ingest {path}: {exc}")
+            fail_job(session, job_id, f"cannot ingest the upload: {exc}")
         raise
+    finally:
+        upload = Path(path)
+        if upload.parent == rt.settings.data_dir / "uploads":
+            upload.unlink(missing_ok=True)
     finish(rt, job_id)

@@ -133,6 +133,8 @@ def _train_once(mat: np.ndarray, k: int, seed: int, niter: int) -> np.ndarray:
         seed=seed,
         spherical=True,
         max_points_per_centroid=MAX_POINTS_PER_CENTROID,
+        # Small collections are legitimate input; FAISS would only warn about them.
+        min_points_per_centroid=1,
         verbose=False,
     )
     init = getattr(faiss, "ClusteringInitMethod_KMEANS_PLUS_PLUS", None)
@@ -326,7 +328,14 @@ def scatter_png(
         name = "noise" if cluster < 0 else f"cluster {cluster}"
         legend = f"{name} ({size})" if rank < _LEGEND_MAX else "_nolegend_"
         colour = colours(rank if len(clusters) <= 20 else (rank * _GOLDEN) % 1.0)
-        ax.scatter(pts[mine, 0], pts[mine, 1], s=4, color=colour, label=legend, linewidths=0)
+        ax.scatter(
+            pts[mine, 0],
+            pts[mine, 1],
+            s=max(4.0, min(30.0, 6000.0 / len(pts))),
+            color=colour,
+            label=legend,
+            linewidths=0,
+        )
     _decorate(ax, title, len(clusters))
     target = Path(path)
     tmp = target.with_name(target.name + ".tmp")

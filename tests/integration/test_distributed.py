@@ -76,6 +76,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "embed-1": embedq_process(["worker", "-Q", "embed"], env, tmp / "embed-1.log"),
             "embed-2": embedq_process(["worker", "-Q", "embed"], env, tmp / "embed-2.log"),
             "index": embedq_process(["worker", "-Q", "index"], env, tmp / "index.log"),
+            "default": embedq_process(["worker", "-Q", "default"], env, tmp / "default.log"),
             "api": embedq_process(["api", "--port", str(api_port)], env, tmp / "api.log"),
             "flower": embedq_process(["flower", "--port", str(flower_port)], env, tmp / "fl.log"),
         }
@@ -90,7 +91,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         try:
             wait_http(f"{stack.api}/healthz")
             wait_http(f"{stack.flower}/api/workers", auth=AUTH)
-            wait_until(lambda: len(_ping(broker)) >= 3, 120, "three workers to answer a ping")
+            wait_until(lambda: len(_ping(broker)) >= 4, 120, "four workers to answer a ping")
             yield stack
         finally:
             for name, proc in procs.items():
@@ -192,6 +193,42 @@ def test_cli_index_wait_through_the_queue(stack: Stack, tmp_path: Path) -> None:
     )
 
 
+def test_analysis_jobs_run_on_the_workers(stack: Stack) -> None:
+    client = httpx.Client(base_url=stack.api, timeout=60)
+    submitted = {
+        "embed": {"kind": "embed", "texts": ["a red apple", "a green pear"]},
+        "cluster": {"kind": "cluster", "collection": "dist", "k": 4},
+        "zero_shot": {
+            "kind": "zero_shot",
+            "texts": ["The orbit of Mars is elliptical."],
+            "labels": ["astronomy", "cooking", "finance"],
+        },
+    }
+    jobs = {}
+    for kind, body in submitted.items():
+        resp = client.post("/v1/jobs", json=body)
+        assert resp.status_code == 202, resp.text
+        jobs[kind] = resp.json()["job_id"]
+
+    def result(job_id: str) -> dict[str, Any] | None:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        return job if job["status"] in ("succeeded", "failed") else None
+
+    for kind, job_id in jobs.items():
+        job = wait_until(lambda j=job_id: result(j), 300, f"the {kind} job")
+        assert isinstance(job, dict) and job["status"] == "succeeded", job
+    vectors = client.get(f"/v1/jobs/{jobs['embed']}/result").json()["result"]["vectors"]
+    assert len(vectors) == 2 and len(vectors[0]) == 384
+    clusters = client.get(f"/v1/jobs/{jobs['cluster']}/result").json()["result"]
+    assert clusters["k"] == 4 and sum(c["size"] for c in clusters["clusters"]) == 80
+    png = client.get(f"/v1/jobs/{jobs['cluster']}/files/clusters.png")
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    labels = client.get(f"/v1/jobs/{jobs['zero_shot']}/result").json()["result"]["results"]
+    assert labels[0]["labels"][0]["label"] == "astronomy"
+    # The model-heavy kinds ran on the embed workers, clustering on the default worker.
+    assert "embedq.analyse" in stack.workers["default"].output()
+
+
 def test_flower_shows_the_job_tasks_by_name(stack: Stack) -> None:
     client = httpx.Client(base_url=stack.flower, auth=AUTH, timeout=30)
     assert httpx.get(f"{stack.flower}/api/tasks", timeout=10).status_code == 401
@@ -208,7 +245,7 @@ def test_flower_shows_the_job_tasks_by_name(stack: Stack) -> None:
     # Tasks carry ids, never texts.
     assert args and all(a.strip("[]()").rstrip(",").isdigit() for a in args), args[:3]
     workers = client.get("/api/workers").json()
-    assert len(workers) >= 3
+    assert len(workers) >= 4
 
 
 def test_bad_requests_get_4xx_with_a_message(stack: Stack) -> None:

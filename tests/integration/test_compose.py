@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -28,6 +27,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.services import fresh_pg_database
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -50,7 +51,6 @@ REQUIRED_SERVICES = {
     "flower",
 }
 
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 # A Redis database number that nothing else uses; flushed before and after.
 REDIS_URL = "redis://127.0.0.1:6379/11"
 STARTUP_TIMEOUT = 60.0
@@ -460,25 +460,8 @@ def local_redis() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def local_database() -> Iterator[str]:
     """A fresh PostgreSQL database, dropped after the module."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.exc import OperationalError
-
-    admin = create_engine(
-        PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
-    )
-    name = f"embedq_compose_{os.getpid()}_{secrets.token_hex(4)}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432: {exc.orig}")
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_pg_database("embedq_compose") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -198,6 +198,7 @@ def test_analysis_jobs_run_on_the_workers(stack: Stack) -> None:
     submitted = {
         "embed": {"kind": "embed", "texts": ["a red apple", "a green pear"]},
         "cluster": {"kind": "cluster", "collection": "dist", "k": 4},
+        "words": {"kind": "words", "sentence": "The bank by the river, the bank for money."},
         "zero_shot": {
             "kind": "zero_shot",
             "texts": ["The orbit of Mars is elliptical."],
@@ -223,6 +224,8 @@ def test_analysis_jobs_run_on_the_workers(stack: Stack) -> None:
     assert clusters["k"] == 4 and sum(c["size"] for c in clusters["clusters"]) == 80
     png = client.get(f"/v1/jobs/{jobs['cluster']}/files/clusters.png")
     assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    words = client.get(f"/v1/jobs/{jobs['words']}/result").json()["result"]
+    assert [r["word"] for r in words["repeated"]] == ["the", "bank"]
     labels = client.get(f"/v1/jobs/{jobs['zero_shot']}/result").json()["result"]["results"]
     assert labels[0]["labels"][0]["label"] == "astronomy"
     # The model-heavy kinds ran on the embed workers, clustering on the default worker.

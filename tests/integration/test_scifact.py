@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 from bench.quality import run_quality
+from tests.integration.conftest import clean_env, ok_json
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_scifact_ndcg_through_the_cli(tmp_path: Path, shared_data: Path) -> None:
     assert (shared_data / "scifact" / "corpus.jsonl").exists()
     scores = run_quality(tmp_path / "data")
@@ -17,3 +19,10 @@ def test_scifact_ndcg_through_the_cli(tmp_path: Path, shared_data: Path) -> None
     # Published 0.6451 with truncation at 256 tokens; windows should do at least as well.
     assert scores["ndcg@10"] >= 0.640, scores
     assert scores["recall@100"] > scores["recall@10"] > 0.7
+
+    # The same through `embedq eval beir` (the collection is already indexed: no new work).
+    env = clean_env(EMBEDQ_DATA_DIR=str(tmp_path / "data"))
+    out = ok_json(
+        env, "eval", "beir", str(shared_data / "scifact"), "--collection", "scifact", "--json"
+    )
+    assert out["ndcg@10"] >= 0.640 and abs(out["ndcg@10"] - scores["ndcg@10"]) < 1e-3, out

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import deps, job_routes, routes
 from api.background import JobRunner
-from storage.schema import is_current, upgrade
+from storage.schema import ensure_ready
 from tasks.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -29,20 +29,9 @@ Errors carry a one-line `detail`; a malformed request body is a 422 that lists w
 """
 
 
-class SchemaNotReady(RuntimeError):
-    """The database cannot be used by this version of the API."""
-
-
 def prepare_database(rt: Runtime) -> None:
-    """Make sure the schema is current: SQLite is upgraded in place, others must be already."""
-    engine = rt.sessions.kw["bind"]
-    try:
-        if engine.dialect.name == "sqlite":
-            upgrade(engine)
-        elif not is_current(engine):
-            raise SchemaNotReady("the database schema is not up to date: run 'embedq db upgrade'")
-    except OperationalError as exc:
-        raise SchemaNotReady(f"cannot reach the database: {exc.orig}") from exc
+    """Make sure the schema is current before serving."""
+    ensure_ready(rt.sessions.kw["bind"])
 
 
 @asynccontextmanager

@@ -10,14 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import OperationalError
-
 from api.search import SearchError, get_collection
 from api.search import search as run_search
 from storage.index_store import check_collection_name
 from storage.jobs import job_errors, job_view, list_jobs
 from storage.models import Document, Job, JobStatus
-from storage.schema import is_current, upgrade
+from storage.schema import SchemaNotReady, ensure_ready, upgrade
 from tasks.indexing import CollectionSpec, JobInputError
 from tasks.producer import follow, submit_index_job
 from tasks.runtime import Runtime, get_runtime
@@ -36,14 +34,10 @@ def _out(value: Any) -> None:
 def ready_runtime() -> Runtime:
     """The process runtime with a schema that is up to date (SQLite is upgraded in place)."""
     rt = get_runtime()
-    engine = rt.sessions.kw["bind"]
     try:
-        if engine.dialect.name == "sqlite":
-            upgrade(engine)
-        elif not is_current(engine):
-            raise UserError("the database schema is not up to date: run 'embedq db upgrade'")
-    except OperationalError as exc:
-        raise UserError(f"cannot reach the database: {exc.orig}") from exc
+        ensure_ready(rt.sessions.kw["bind"])
+    except SchemaNotReady as exc:
+        raise UserError(str(exc)) from exc
     return rt
 
 

@@ -28,6 +28,24 @@ def upgrade(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
+class SchemaNotReady(RuntimeError):
+    """The database cannot be used by this version of embedq."""
+
+
+def ensure_ready(engine: Engine) -> None:
+    """SQLite (the embedded default) is upgraded in place; other databases must be current
+    already (``embedq db upgrade`` runs the migrations there)."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        if engine.dialect.name == "sqlite":
+            upgrade(engine)
+        elif not is_current(engine):
+            raise SchemaNotReady("the database schema is not up to date: run 'embedq db upgrade'")
+    except OperationalError as exc:
+        raise SchemaNotReady(f"cannot reach the database: {exc.orig}") from exc
+
+
 def is_current(engine: Engine) -> bool:
     """True when the database is at the newest revision."""
     head = ScriptDirectory(str(MIGRATIONS)).get_current_head()

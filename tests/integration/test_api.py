@@ -265,7 +265,10 @@ def test_jobs_route_runs_index_jobs_and_refuses_unknown_kinds(client: httpx.Clie
 
     unknown = client.post("/v1/jobs", json={"kind": "teleport"})
     assert unknown.status_code == 422
-    assert unknown.json()["detail"] == "unknown job kind 'teleport'; supported: index"
+    assert unknown.json()["detail"] == (
+        "unknown job kind 'teleport'; supported: "
+        "cluster, embed, eval_beir, eval_sts, export, index, words, zero_shot"
+    )
     missing = client.post("/v1/jobs", json={"kind": "index", "collection": "via-jobs"})
     assert missing.status_code == 422
     assert client.post("/v1/jobs", json={"collection": "x"}).status_code == 422

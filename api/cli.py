@@ -41,7 +41,12 @@ def _add_search(sub: Any) -> None:
 
 def _add_jobs(sub: Any) -> None:
     p = sub.add_parser("jobs", help="list jobs, or show one")
-    p.add_argument("action", nargs="?", choices=["show"], help="show one job")
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["show", "resume"],
+        help="show one job; resume: queue the unfinished batches of running jobs again",
+    )
     p.add_argument("job_id", nargs="?")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true")

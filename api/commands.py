@@ -109,6 +109,8 @@ def _print_job(view: dict[str, Any], errors: list[dict[str, Any]]) -> None:
 
 def jobs(args: argparse.Namespace) -> int:
     rt = ready_runtime()
+    if args.action == "resume":
+        return resume_jobs(rt, args)
     if args.action == "show":
         if not args.job_id:
             raise UserError("jobs show needs a JOB_ID")
@@ -124,6 +126,28 @@ def jobs(args: argparse.Namespace) -> int:
             f"{v['id']}  {v['kind']:<8} {v['status']:<10} {v['collection'] or '-':<20} "
             f"{p['done']}/{p['total']}  {v['created_at']}"
         )
+    return 0
+
+
+def resume_jobs(rt: Runtime, args: argparse.Namespace) -> int:
+    from tasks.dispatch import dispatcher_for
+    from tasks.indexing import resume
+
+    report = resume(rt, dispatcher_for(rt), args.job_id)
+    if args.json:
+        _out(report)
+        return 0
+    for row in report:
+        state = (
+            "finished"
+            if row["finished"]
+            else (
+                "waiting for its batches" if row["sealed"] else "not sealed: its producer stopped"
+            )
+        )
+        print(f"{row['id']}: {row['requeued']} batch(es) queued again, {state}")
+    if not report:
+        print("no running index jobs")
     return 0
 
 

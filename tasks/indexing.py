@@ -283,3 +283,50 @@ def ingest_file(
         if upload.parent == rt.settings.data_dir / "uploads":
             upload.unlink(missing_ok=True)
     finish(rt, job_id)
+
+
+def resume(rt: Runtime, dispatch: Any, job_id: str | None = None) -> list[dict[str, Any]]:
+    """Hand the pending batches of running index jobs on again, then finish what can finish.
+
+    For after a broker lost its queue or workers were down: SQL knows every batch that is not
+    done, and embedding a batch twice is harmless. A job whose producer stopped before
+    submitting everything (not sealed) cannot finish; it is reported, not touched.
+    """
+    from storage.models import JobStatus
+
+    with rt.sessions() as session:
+        query = select(Job).where(Job.kind == "index", Job.status == JobStatus.running)
+        if job_id:
+            query = select(Job).where(Job.id == job_id)
+        jobs = list(session.scalars(query))
+        pending = {
+            j.id: list(
+                session.scalars(
+                    select(JobBatch.id).where(
+                        JobBatch.job_id == j.id, JobBatch.state == BatchState.pending
+                    )
+                )
+            )
+            for j in jobs
+        }
+        names = {
+            j.id: session.get_one(Collection, j.collection_id).name
+            for j in jobs
+            if j.collection_id is not None
+        }
+    report = []
+    for job in jobs:
+        for batch_id in pending[job.id]:
+            dispatch.embed(batch_id)
+        if pending[job.id] and job.id in names:
+            dispatch.catch_up(names[job.id])
+        finished = finish(rt, job.id)
+        report.append(
+            {
+                "id": job.id,
+                "requeued": len(pending[job.id]),
+                "sealed": job.sealed,
+                "finished": finished,
+            }
+        )
+    return report

@@ -22,7 +22,9 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     precision: str = Field("auto", description="auto | fp32 | bf16 | fp16")
     batch_docs: int = Field(64, ge=1, le=10_000, description="documents per embed task")
-    batch_tokens: int = Field(16384, ge=512, description="tokens per forward pass")
+    batch_tokens: int | None = Field(
+        None, ge=512, description="tokens per forward pass; default 16384 on CUDA, 4096 on CPU"
+    )
 
     @field_validator("data_dir")
     @classmethod

@@ -21,6 +21,8 @@ from workers.models import (
 
 log = logging.getLogger(__name__)
 DEFAULT_BATCH_TOKENS = 16384
+CPU_BATCH_TOKENS = 4096
+"""Smaller forward passes measured faster on CPUs (cache-sized activations)."""
 
 
 def token_budget_batches(lengths: Sequence[int], budget: int) -> Iterator[list[int]]:
@@ -64,6 +66,7 @@ class Embedder:
         self.dim = int(dim)
         positions = getattr(self._hf_config(), "max_position_embeddings", MAX_WINDOW)
         self.max_tokens = min(model.max_seq_length or MAX_WINDOW, positions, MAX_WINDOW)
+        self.batch_tokens = CPU_BATCH_TOKENS if self.device == "cpu" else DEFAULT_BATCH_TOKENS
         self._pad_id = self.tokenizer.pad_token_id or 0
         self._needs_types = "token_type_ids" in self.tokenizer.model_input_names
 
@@ -83,12 +86,12 @@ class Embedder:
 
     @torch.inference_mode()
     def encode_ids(
-        self, inputs: Sequence[Sequence[int]], batch_tokens: int = DEFAULT_BATCH_TOKENS
+        self, inputs: Sequence[Sequence[int]], batch_tokens: int | None = None
     ) -> np.ndarray:
         """Embed token id sequences (special tokens included); rows in input order."""
         out = np.empty((len(inputs), self.dim), dtype=np.float32)
         lengths = [len(ids) for ids in inputs]
-        for group in token_budget_batches(lengths, batch_tokens):
+        for group in token_budget_batches(lengths, batch_tokens or self.batch_tokens):
             vectors = self._forward([inputs[i] for i in group])
             out[group] = vectors
         return out
@@ -97,7 +100,7 @@ class Embedder:
         self,
         texts: Sequence[str],
         max_tokens: int | None = None,
-        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        batch_tokens: int | None = None,
     ) -> np.ndarray:
         """Embed whole texts truncated to ``max_tokens`` (queries, short inputs)."""
         if not texts:

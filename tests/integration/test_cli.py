@@ -129,3 +129,28 @@ def test_stdin_corpus(env: dict[str, str]) -> None:
     proc = embedq(env, "index", "-", "-c", "s", "--json", "-q", stdin=data.encode())
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["progress"]["done"] == 6
+
+
+def test_resume_runs_the_batches_a_lost_queue_dropped(env: dict[str, str], tmp_path: Path) -> None:
+    from storage.readers import read_corpus
+    from storage.schema import ensure_ready
+    from tasks.indexing import CollectionSpec, ensure_collection, ingest, start_index_job
+    from tasks.runtime import Runtime
+    from tasks.settings import Settings
+
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"id": k, "text": v} for k, v in TOPICS.items()])
+    rt = Runtime(Settings(data_dir=Path(env["EMBEDQ_DATA_DIR"])))
+    ensure_ready(rt.sessions.kw["bind"])
+    job_id = start_index_job(rt, ensure_collection(rt, CollectionSpec("r")), {})
+    lost: list[int] = []  # batches handed to a queue that then lost them
+    ingest(rt, job_id, read_corpus([str(corpus)]), lost.append, batch_docs=2)
+    assert len(lost) == 3
+    assert ok_json(env, "jobs", "show", job_id, "--json")["status"] == "running"
+
+    report = ok_json(env, "jobs", "resume", "--json")
+    assert report == [{"id": job_id, "requeued": 3, "sealed": True, "finished": True}]
+    job = ok_json(env, "jobs", "show", job_id, "--json")
+    assert job["status"] == "succeeded" and job["progress"]["done"] == 6
+    hits = ok_json(env, "search", "r", "honeybee waggle dance", "--json")["hits"]
+    assert hits[0]["id"] == "bees"
+    assert ok_json(env, "jobs", "resume", "--json") == []

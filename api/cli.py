@@ -44,8 +44,8 @@ def _add_jobs(sub: Any) -> None:
     p.add_argument(
         "action",
         nargs="?",
-        choices=["show", "resume"],
-        help="show one job; resume: queue the unfinished batches of running jobs again",
+        choices=["show", "resume", "cancel"],
+        help="show one job; cancel one; resume: queue the unfinished batches of running jobs",
     )
     p.add_argument("job_id", nargs="?")
     p.add_argument("--limit", type=int, default=20)

@@ -13,7 +13,7 @@ from typing import Any
 from api.search import SearchError, get_collection
 from api.search import search as run_search
 from storage.index_store import check_collection_name
-from storage.jobs import job_errors, job_view, list_jobs
+from storage.jobs import cancel_job, job_errors, job_view, list_jobs
 from storage.models import Document, Job, JobStatus
 from storage.schema import SchemaNotReady, ensure_ready, upgrade
 from tasks.indexing import CollectionSpec, JobInputError
@@ -111,6 +111,8 @@ def jobs(args: argparse.Namespace) -> int:
     rt = ready_runtime()
     if args.action == "resume":
         return resume_jobs(rt, args)
+    if args.action == "cancel":
+        return cancel(rt, args)
     if args.action == "show":
         if not args.job_id:
             raise UserError("jobs show needs a JOB_ID")
@@ -126,6 +128,19 @@ def jobs(args: argparse.Namespace) -> int:
             f"{v['id']}  {v['kind']:<8} {v['status']:<10} {v['collection'] or '-':<20} "
             f"{p['done']}/{p['total']}  {v['created_at']}"
         )
+    return 0
+
+
+def cancel(rt: Runtime, args: argparse.Namespace) -> int:
+    if not args.job_id:
+        raise UserError("jobs cancel needs a JOB_ID")
+    with rt.sessions.begin() as session:
+        session.connection(execution_options={"sqlite_immediate": True})
+        if session.get(Job, args.job_id) is None:
+            raise UserError(f"no job {args.job_id!r}")
+        if not cancel_job(session, args.job_id):
+            raise UserError(f"job {args.job_id} has already finished")
+    show_job(rt, args.job_id, as_json=args.json, with_errors=False)
     return 0
 
 

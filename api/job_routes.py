@@ -26,7 +26,7 @@ from api.schemas import (
     JobView,
     Problem,
 )
-from storage.jobs import job_errors, job_view
+from storage.jobs import cancel_job, job_errors, job_view
 from storage.models import Job
 from tasks.runtime import Runtime
 
@@ -106,6 +106,24 @@ def get_job_errors(
         total = job_view(session, _job(session, job_id))["rejected"]
         errors = job_errors(session, job_id, limit=limit, offset=offset)
     return JobErrors.model_validate({"errors": errors, "total": total})
+
+
+@router.post(
+    "/v1/jobs/{job_id}/cancel",
+    response_model=JobView,
+    responses={**NOT_FOUND, 409: {"model": Problem, "description": "already finished"}},
+)
+def cancel(job_id: JobIdParam, rt: RuntimeDep) -> JobView:
+    """Cancel a queued or running job: its remaining batches are not run."""
+    with rt.sessions.begin() as session:
+        session.connection(execution_options={"sqlite_immediate": True})
+        job = _job(session, job_id)
+        if not cancel_job(session, job_id):
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f"job {job_id} is already {job.status.value}"
+            )
+    with rt.sessions() as session:
+        return JobView.model_validate(job_view(session, _job(session, job_id)))
 
 
 @router.get(

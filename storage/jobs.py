@@ -205,3 +205,21 @@ def complete_job(session: Session, job_id: str, result: dict[str, Any]) -> bool:
         )
     )
     return bool(changed)
+
+
+def cancel_job(session: Session, job_id: str) -> bool:
+    """Cancel an unfinished job: its pending batches are settled unrun; False if finished."""
+    changed = _rowcount(
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(ACTIVE))
+            .values(status=JobStatus.cancelled, error="cancelled", finished_at=utcnow())
+        )
+    )
+    if changed:
+        session.execute(
+            update(JobBatch)
+            .where(JobBatch.job_id == job_id, JobBatch.state == BatchState.pending)
+            .values(state=BatchState.failed, error="cancelled")
+        )
+    return bool(changed)

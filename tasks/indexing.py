@@ -125,6 +125,8 @@ def ingest(
     group: list[Record] = []
     errors: list[dict[str, Any]] = []
     for item in items:
+        if len(group) == 0 and len(errors) == 0 and _cancelled(rt, job_id):
+            return
         if isinstance(item, Rejected):
             errors.append(
                 {"line": item.line, "id": item.id, "reason": item.reason, "source": item.source}
@@ -137,6 +139,13 @@ def ingest(
     _submit(rt, job_id, collection_id, group, errors, dispatch)
     with rt.sessions.begin() as session:
         seal(session, job_id)
+
+
+def _cancelled(rt: Runtime, job_id: str) -> bool:
+    from storage.models import JobStatus
+
+    with rt.sessions() as session:
+        return session.scalar(select(Job.status).where(Job.id == job_id)) == JobStatus.cancelled
 
 
 def _submit(

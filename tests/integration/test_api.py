@@ -478,3 +478,28 @@ def test_request_records_are_checked_exactly_like_jsonl_lines(tmp_path: Path) ->
     ]
     assert from_objects == from_file
     assert isinstance(from_objects[0], Record) and from_objects[0].title is None
+
+
+def test_cancel_stops_a_queued_job_before_it_runs(client: httpx.Client) -> None:
+    assert create(client, "busy").status_code == 201
+    assert create(client, "cancelled").status_code == 201
+    filler = [
+        {"id": f"d{i}", "text": f"{text} Number {i}."}
+        for i, text in enumerate(list(TOPICS.values()) * 8)
+    ]
+    first = client.post("/v1/collections/busy/documents", json={"documents": filler})
+    second = client.post("/v1/collections/cancelled/documents", json={"documents": filler[:5]})
+    assert first.status_code == second.status_code == 202
+    # Jobs run one at a time here: the second waits behind the first, and is cancelled there.
+    second_id = second.json()["job_id"]
+    cancelled = client.post(f"/v1/jobs/{second_id}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    assert wait_for_job(client, first.json()["job_id"])["status"] == "succeeded"
+    time.sleep(1.0)
+    job = client.get(f"/v1/jobs/{second_id}").json()
+    assert job["status"] == "cancelled" and job["progress"]["done"] == 0
+    assert client.get("/v1/collections/cancelled").json()["chunks"] == 0
+    again = client.post(f"/v1/jobs/{second_id}/cancel")
+    assert again.status_code == 409 and "already cancelled" in again.json()["detail"]
+    assert client.post("/v1/jobs/0123456789abcdef0123456789abcdef/cancel").status_code == 404

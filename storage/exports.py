@@ -21,6 +21,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from storage.files import fsync_dir
+
 VECS_NAME = "vecs.tsv"
 META_NAME = "meta.tsv"
 _FLOAT_FORMAT = "%.9g"
@@ -93,14 +95,6 @@ def _close_durably(fh: TextIO) -> None:
     fh.close()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_projector(
     outdir: str | os.PathLike[str],
     vectors: Iterable[np.ndarray] | np.ndarray,
@@ -131,7 +125,7 @@ def write_projector(
             raise ValueError(f"{n_vecs} vectors but {n_meta} metadata rows")
         os.replace(tmps[0], vecs_path)
         os.replace(tmps[1], meta_path)
-        _fsync_dir(folder)
+        fsync_dir(folder)
     finally:
         for tmp in tmps:
             tmp.unlink(missing_ok=True)

@@ -24,6 +24,8 @@ from typing import Any
 import faiss
 import numpy as np
 
+from storage.files import fsync_dir
+
 log = logging.getLogger(__name__)
 CURRENT = "current.json"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -68,14 +70,6 @@ def _sha256(path: Path) -> str:
         while block := fh.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_durably(path: Path, data: bytes | memoryview) -> None:
@@ -154,7 +148,7 @@ class IndexStore:
             created=datetime.now(UTC).isoformat(),
         )
         _write_durably(folder / CURRENT, json.dumps(asdict(meta), indent=1).encode())
-        _fsync_dir(folder)
+        fsync_dir(folder)
         # Keep the previous file too: a reader may have just read the old current.json.
         self._remove_stale(folder, keep={name, previous.file if previous else name})
         return meta

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.models import Chunk, Document
@@ -59,14 +59,3 @@ def _document_ids(session: Session, collection_id: int, limit: int | None) -> Se
         step = len(ids) / limit
         ids = [ids[int(i * step)] for i in range(limit)]
     return ids
-
-
-def count_documents(session: Session, collection_id: int) -> int:
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(Document)
-            .where(Document.collection_id == collection_id)
-        )
-        or 0
-    )

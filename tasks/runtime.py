@@ -60,10 +60,3 @@ def get_runtime() -> Runtime:
     if _runtime is None:
         _runtime = Runtime(get_settings())
     return _runtime
-
-
-def reset_runtime() -> None:
-    """Forget the process's runtime (tests, or after settings change)."""
-    global _runtime
-    _runtime = None
-    get_settings.cache_clear()

@@ -25,6 +25,23 @@ class Settings(BaseSettings):
     batch_tokens: int | None = Field(
         None, ge=512, description="tokens per forward pass; default 16384 on CUDA, 4096 on CPU"
     )
+    batch_lease_s: float = Field(
+        3600, gt=0, description="a queued batch no worker began for this long is queued again"
+    )
+    reconcile_every_s: float = Field(60, gt=0, description="period of the reconciler")
+    publish_rows: int = Field(
+        20_000, ge=0, description="publish a snapshot once this many rows are unpublished"
+    )
+    publish_fraction: float = Field(
+        0.1, ge=0, description="... or this fraction of the published snapshot, if larger"
+    )
+    publish_interval_s: float = Field(
+        300, ge=0, description="... or when the oldest unpublished change is this old"
+    )
+    api_keys: bool = Field(False, description="require an API key on every route but /healthz")
+    max_body_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="largest request body the API reads (413)"
+    )
 
     @field_validator("data_dir")
     @classmethod

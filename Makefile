@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test unit lint services bench clean
+.PHONY: install demo test unit lint services bench chaos clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ test: install services lint
 
 bench: install services
 	$(PY) -m bench $(ARGS)
+
+# kill -9 of embed workers and the index writer during a job, many times; see scripts/chaos.py.
+chaos: install services
+	$(PY) scripts/chaos.py --kills 40 --docs 200 $(ARGS)
 
 clean:
 	rm -rf $(VENV) embedq-data .pytest_cache .mypy_cache .ruff_cache

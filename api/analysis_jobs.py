@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import HTTPException, status
@@ -99,11 +100,35 @@ def _run_here(rt: Runtime, job_id: str) -> None:
     run_analysis_job(rt, job_id)
 
 
+def datasets_dir(rt: Runtime) -> Path:
+    """Where evaluation data named over HTTP must live: ``<data dir>/datasets``."""
+    return rt.settings.data_dir / "datasets"
+
+
+def _confine(rt: Runtime, params: dict[str, Any]) -> dict[str, Any]:
+    """Resolve an evaluation path under the datasets folder; refuse any other place.
+
+    The CLI may read any file its user can; an HTTP client names files on the server, so it
+    only reaches the folder an operator filled for that purpose.
+    """
+    for key in ("file", "dir"):
+        if key in params:
+            root = datasets_dir(rt).resolve()
+            path = (root / str(params[key])).resolve()
+            if "\x00" in str(params[key]) or not path.is_relative_to(root):
+                raise HTTPException(
+                    status.HTTP_422_UNPROCESSABLE_CONTENT,
+                    f"{key} must name a path inside {root} (relative to it)",
+                )
+            params[key] = str(path)
+    return params
+
+
 def start_analysis(rt: Runtime, runner: JobRunner, body: _Body) -> str:
     """Create the job and hand it on: to its queue, or to the in-process runner."""
     kind = str(getattr(body, "kind", ""))
     try:
-        job_id = create_analysis_job(rt, kind, body.params())
+        job_id = create_analysis_job(rt, kind, _confine(rt, body.params()))
     except AnalysisError as exc:
         code = status.HTTP_404_NOT_FOUND if "no collection" in str(exc) else 422
         raise HTTPException(code, str(exc)) from exc

@@ -11,21 +11,29 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, status
+from fastapi import Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from api import deps, job_routes, routes
+from api.auth import require_key
 from api.background import JobRunner
+from api.limits import BodyLimit
 from storage.schema import ensure_ready
 from tasks.runtime import Runtime
+from tasks.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 DESCRIPTION = """Submit corpora to embed and index, poll jobs, and search collections.
 
 Errors carry a one-line `detail`; a malformed request body is a 422 that lists what is wrong.
+
+With API keys on (`EMBEDQ_API_KEYS=true`), every route but `/healthz` needs
+`Authorization: Bearer <key>` or `X-API-Key: <key>`; keys come from `embedq keys create NAME`.
+A request body over `EMBEDQ_MAX_BODY_BYTES` is a 413; NDJSON uploads stream to disk instead,
+and a record in them over 8 MiB becomes an error of the job.
 """
 
 
@@ -56,12 +64,14 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(
         {"detail": "internal error"}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR
     )
 
 
-def create_app() -> FastAPI:
+def create_app(max_body_bytes: int | None = None) -> FastAPI:
+    """The app; ``max_body_bytes`` defaults to ``EMBEDQ_MAX_BODY_BYTES``."""
     app = FastAPI(
         title="embedq",
         summary="A job queue for text embeddings",
@@ -69,8 +79,12 @@ def create_app() -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.include_router(routes.router)
-    app.include_router(job_routes.router)
+    keyed = [Depends(require_key)]
+    app.include_router(routes.health_router)
+    app.include_router(routes.router, dependencies=keyed)
+    app.include_router(job_routes.router, dependencies=keyed)
+    limit = max_body_bytes if max_body_bytes is not None else get_settings().max_body_bytes
+    app.add_middleware(BodyLimit, max_bytes=limit)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(Exception, _internal_error)
     return app

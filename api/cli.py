@@ -44,8 +44,9 @@ def _add_jobs(sub: Any) -> None:
     p.add_argument(
         "action",
         nargs="?",
-        choices=["show", "resume", "cancel"],
-        help="show one job; cancel one; resume: queue the unfinished batches of running jobs",
+        choices=["show", "resume", "cancel", "reconcile"],
+        help="show one job; cancel one; resume: queue the unfinished batches of running jobs; "
+        "reconcile: queue again what the broker or workers lost, once",
     )
     p.add_argument("job_id", nargs="?")
     p.add_argument("--limit", type=int, default=20)
@@ -87,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     from api.analysis_cli import add_commands
 
     add_commands(sub)
+    from api.keys_cli import add_commands as add_key_commands
+
+    add_key_commands(sub)
     return parser
 
 

@@ -111,6 +111,8 @@ def jobs(args: argparse.Namespace) -> int:
     rt = ready_runtime()
     if args.action == "resume":
         return resume_jobs(rt, args)
+    if args.action == "reconcile":
+        return reconcile_jobs(rt, args)
     if args.action == "cancel":
         return cancel(rt, args)
     if args.action == "show":
@@ -164,6 +166,39 @@ def resume_jobs(rt: Runtime, args: argparse.Namespace) -> int:
     if not report:
         print("no running index jobs")
     return 0
+
+
+def reconcile_jobs(rt: Runtime, args: argparse.Namespace) -> int:
+    """Run the reconciler once, here, and say what it did (the workers run it on a timer)."""
+    _need_broker(rt)
+    from tasks.definitions import CeleryBroker
+    from tasks.reconcile import reconcile
+
+    report = reconcile(rt, CeleryBroker())
+    if args.json:
+        _out(report.as_dict())
+        return 0
+    if report.broker_lost:
+        print("the broker had lost its state: every pending batch was queued again")
+    for reason, ids in report.requeued.items():
+        print(f"{reason}: {len(ids)} batch(es) queued again ({_ids(ids)})")
+    for job_id in report.finished:
+        print(f"{job_id}: finished")
+    for name in report.catch_up:
+        print(f"collection {name}: index catch-up requested")
+    for job in report.stalled:
+        print(
+            f"{job['id']}: not sealed and idle for {job['idle_s']} s: its producer may have "
+            "stopped (embedq jobs cancel it, then submit the corpus again)"
+        )
+    if not (report.requeued or report.finished or report.catch_up or report.stalled):
+        print("nothing to do: no lost batch, no settled job left running, indexes up to date")
+    return 0
+
+
+def _ids(ids: list[int], shown: int = 10) -> str:
+    text = ", ".join(map(str, ids[:shown]))
+    return text + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
 
 
 def _read_queries(path: str) -> Iterator[tuple[str, str]]:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from api import operations as ops
 from api.analysis_jobs import ANALYSIS_BODIES, start_analysis
 from api.background import JobRunner
+from api.bodies import CheckedRoute
 from api.deps import JobIdParam, RunnerDep, RuntimeDep
 from api.routes import NOT_FOUND, accepted
 from api.schemas import (
@@ -30,7 +31,7 @@ from storage.jobs import cancel_job, job_errors, job_view
 from storage.models import Job
 from tasks.runtime import Runtime
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], route_class=CheckedRoute)
 
 
 @dataclass(frozen=True, slots=True)

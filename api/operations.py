@@ -15,11 +15,12 @@ from fastapi import HTTPException, status
 from sqlalchemy.exc import IntegrityError
 
 from api.background import JobRunner
+from api.limits import MAX_RECORD_BYTES
 from api.schemas import MAX_DOCUMENTS, CollectionCreate, CollectionView
 from storage.collections import collection_counts, find_collection
 from storage.documents import delete_document
 from storage.index_store import new_index
-from storage.jobs import fail_job
+from storage.jobs import add_errors, fail_job
 from storage.models import Collection
 from storage.readers import Record, Rejected, record_from_object
 from tasks.dispatch import Dispatcher, InlineDispatcher, dispatcher_for
@@ -77,7 +78,7 @@ def create_collection(rt: Runtime, body: CollectionCreate) -> tuple[Collection, 
     except IntegrityError:
         # Created by a concurrent request between our look-up and our insert.
         return _reuse(rt, spec, body.index), False
-    except (JobInputError, ModelError, ValueError) as exc:
+    except (JobInputError, ModelError, ValueError, OSError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
 
 
@@ -99,7 +100,7 @@ def _check_factory(rt: Runtime, spec: CollectionSpec) -> None:
     """Refuse a FAISS factory string that cannot build an index for the model's dimension."""
     try:
         dim = rt.embedder(canonical_spec(spec.model or rt.settings.model)).dim
-    except (ModelError, ValueError) as exc:
+    except (ModelError, ValueError, OSError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     try:
         new_index(dim, spec.index_factory)
@@ -150,16 +151,30 @@ def remove_document(rt: Runtime, runner: JobRunner, name: str, external_id: str)
 
 
 def validate_records(documents: Iterable[Any]) -> Iterator[Record | Rejected]:
-    """Check each object as a JSONL line is checked; a repeated id is rejected, as in a file."""
+    """Check each object as a JSONL line is checked; a repeated id is rejected, as in a file.
+
+    A record whose title and text exceed ``MAX_RECORD_BYTES`` in UTF-8 is rejected too.
+    """
     seen: set[str] = set()
     for line, obj in enumerate(documents, 1):
         item = record_from_object(obj, source=REQUEST_SOURCE, line=line)
         if isinstance(item, Record):
-            if item.id in seen:
+            size = _utf8_size(item.text) + _utf8_size(item.title or "")
+            if size > MAX_RECORD_BYTES:
+                reason = f"text too large ({size} bytes; at most {MAX_RECORD_BYTES})"
+                item = Rejected(item.source, item.line, reason, item.id)
+            elif item.id in seen:
                 item = Rejected(item.source, item.line, "duplicate id", item.id)
             else:
                 seen.add(item.id)
         yield item
+
+
+def _utf8_size(text: str) -> int:
+    # At most 4 bytes a character: only long texts need encoding to be measured.
+    if 4 * len(text) <= MAX_RECORD_BYTES:
+        return len(text)
+    return len(text.encode("utf-8", errors="surrogatepass"))
 
 
 def submit_documents(rt: Runtime, runner: JobRunner, name: str, documents: list[Any]) -> str:
@@ -228,8 +243,23 @@ def abandon_upload(rt: Runtime, job_id: str, path: Path, reason: str) -> None:
         fail_job(session, job_id, reason)
 
 
-def ingest_upload(rt: Runtime, runner: JobRunner, name: str, job_id: str, path: Path) -> None:
-    """Index a stored upload: in the background here, or by a worker with a broker."""
+def ingest_upload(
+    rt: Runtime,
+    runner: JobRunner,
+    name: str,
+    job_id: str,
+    path: Path,
+    errors: list[dict[str, Any]] | None = None,
+) -> None:
+    """Index a stored upload: in the background here, or by a worker with a broker.
+
+    ``errors`` are records refused while the upload streamed in (too large); they are the
+    job's first errors.
+    """
+    if errors:
+        with rt.sessions.begin() as session:
+            session.connection(execution_options={"sqlite_immediate": True})
+            add_errors(session, job_id, errors)
     dispatcher = dispatcher_for(rt, job_id)
     if isinstance(dispatcher, InlineDispatcher):
         runner.submit(rt, job_id, partial(_ingest_upload_here, rt, runner, name, job_id, path))

@@ -17,7 +17,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from api import operations as ops
+from api.bodies import CheckedRoute
 from api.deps import NameParam, RunnerDep, RuntimeDep
+from api.limits import MAX_RECORD_BYTES, RecordLimit
 from api.schemas import (
     CollectionCreate,
     CollectionView,
@@ -31,7 +33,9 @@ from api.schemas import (
 from api.search import SearchError, search
 from tasks.runtime import Runtime
 
-router = APIRouter()
+router = APIRouter(route_class=CheckedRoute)
+health_router = APIRouter()
+"""Routes that answer without an API key."""
 
 NDJSON_TYPES = frozenset(
     {
@@ -44,6 +48,8 @@ NDJSON_TYPES = frozenset(
 )
 WRITE_BYTES = 1 << 20
 """Upload bytes gathered before one write to disk."""
+SNIFF_BYTES = 8192
+"""An upload with a NUL byte among its first bytes is binary, not NDJSON."""
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem}}
 
@@ -53,7 +59,7 @@ def accepted(response: Response, job_id: str) -> JobAccepted:
     return JobAccepted(job_id=job_id)
 
 
-@router.get(
+@health_router.get(
     "/healthz",
     response_model=Health,
     tags=["health"],
@@ -141,22 +147,37 @@ async def upload_documents(
             f"send the corpus as application/x-ndjson, not {media or 'no content type'}",
         )
     job_id, path = await run_in_threadpool(ops.start_upload, rt, name)
-    await _receive(request, rt, job_id, path)
-    await run_in_threadpool(ops.ingest_upload, rt, runner, name, job_id, path)
+    limit = RecordLimit(MAX_RECORD_BYTES)
+    await _receive(request, rt, job_id, path, limit)
+    errors = [big.error(str(path), limit.max_bytes) for big in limit.oversized]
+    await run_in_threadpool(ops.ingest_upload, rt, runner, name, job_id, path, errors)
     return accepted(response, job_id)
 
 
-async def _receive(request: Request, rt: Runtime, job_id: str, path: Path) -> None:
-    """Write the request body to ``path`` as it arrives; a failed upload fails the job."""
+async def _receive(
+    request: Request, rt: Runtime, job_id: str, path: Path, limit: RecordLimit
+) -> None:
+    """Write the request body to ``path`` as it arrives; a failed upload fails the job.
+
+    Records over the size limit are left out as they stream (see ``RecordLimit``).
+    """
     try:
         with path.open("wb") as fh:
             pending = bytearray()
+            head = bytearray()
             async for part in request.stream():
-                pending += part
+                if len(head) < SNIFF_BYTES:
+                    head += part[: SNIFF_BYTES - len(head)]
+                    _check_text(head)
+                pending += limit.feed(part)
                 if len(pending) >= WRITE_BYTES:
                     await run_in_threadpool(fh.write, pending)
                     pending = bytearray()
+            pending += limit.close()
             await run_in_threadpool(fh.write, pending)
+    except HTTPException as exc:
+        await run_in_threadpool(ops.abandon_upload, rt, job_id, path, str(exc.detail))
+        raise
     except ClientDisconnect as exc:
         await run_in_threadpool(ops.abandon_upload, rt, job_id, path, "the upload was cut off")
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "the upload was cut off") from exc
@@ -164,6 +185,14 @@ async def _receive(request: Request, rt: Runtime, job_id: str, path: Path) -> No
         reason = f"cannot store the upload: {exc.strerror or exc}"
         await run_in_threadpool(ops.abandon_upload, rt, job_id, path, reason)
         raise HTTPException(status.HTTP_507_INSUFFICIENT_STORAGE, reason) from exc
+
+
+def _check_text(head: bytes | bytearray) -> None:
+    if b"\0" in head:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "the upload is binary data, not NDJSON text (one JSON document per line)",
+        )
 
 
 @router.delete(

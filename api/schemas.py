@@ -37,7 +37,7 @@ class Problem(BaseModel):
 
 
 class CollectionCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: CollectionName
     model: str | None = Field(
@@ -83,6 +83,8 @@ class JobAccepted(BaseModel):
 
 
 class SearchRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     k: int = Field(10, ge=1, le=MAX_K, description="documents to return")
 

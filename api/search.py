@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +14,7 @@ from storage.models import SEQ_BITS, Chunk, Collection, Document
 from tasks.runtime import Runtime
 
 MAX_K = 1000
+TAIL_PAGE = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +54,14 @@ def search(rt: Runtime, name: str, queries: Sequence[str], k: int = 10) -> list[
         qv = embedder.encode_texts(queries, coll.chunk_tokens)
         snap = rt.snapshots.get(name, model=coll.model, dim=coll.dim)
         watermark = snap[1].watermark if snap else 0
-        tail_ids, tail_vecs = _tail(session, coll, watermark)
+        # Rows above the snapshot: held by the process, only newer ones are read from SQL.
+        floor = (coll.id << SEQ_BITS) | watermark
+        tail = rt.snapshots.tail(name, key=coll.id, dim=coll.dim, floor=floor)
+        tail_ids, tail_vecs = tail.read(
+            floor,
+            lambda after: _rows_after(session, coll, after),
+            upto=(coll.id << SEQ_BITS) | coll.seq,
+        )
         fetch = min(max(4 * k, 32), MAX_K * 4)
         results = []
         for row in range(len(queries)):
@@ -61,15 +69,25 @@ def search(rt: Runtime, name: str, queries: Sequence[str], k: int = 10) -> list[
         return results
 
 
-def _tail(session: Session, coll: Collection, watermark: int) -> tuple[np.ndarray, np.ndarray]:
-    base = coll.id << SEQ_BITS
-    rows = session.execute(
-        select(Chunk.id, Chunk.vector).where(
-            Chunk.id > base | watermark, Chunk.id < (coll.id + 1) << SEQ_BITS
-        )
-    ).all()
-    ids = np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))
-    return ids, vectors_from_rows([r.vector for r in rows], coll.dim)
+def _rows_after(
+    session: Session, coll: Collection, after: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The collection's rows with ids above ``after``, in pages, ascending."""
+    end = (coll.id + 1) << SEQ_BITS
+    while True:
+        rows = session.execute(
+            select(Chunk.id, Chunk.vector)
+            .where(Chunk.id > after, Chunk.id < end)
+            .order_by(Chunk.id)
+            .limit(TAIL_PAGE)
+        ).all()
+        if not rows:
+            return
+        ids = np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))
+        yield ids, vectors_from_rows([r.vector for r in rows], coll.dim)
+        if len(rows) < TAIL_PAGE:
+            return
+        after = int(ids[-1])
 
 
 def _one(

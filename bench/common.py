@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = Path(os.environ.get("EMBEDQ_SHARED_DATA") or ROOT.parent / "shared" / "data")
 
 
 def scifact_dir() -> Path:
@@ -59,3 +59,118 @@ def machine() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     threads = torch.get_num_threads()
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads), {gpu}"
+
+
+# --------------------------------------------------------------- synthetic collections, RSS
+
+
+def random_unit_vectors(n: int, dim: int, rng: Any) -> Any:
+    import numpy as np
+
+    vectors = rng.standard_normal((n, dim), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors
+
+
+def bench_runtime(data_dir: Path) -> Any:
+    """A runtime on ``data_dir`` with the schema in place (SQLite unless a URL is given)."""
+    from storage.schema import upgrade
+    from tasks.runtime import Runtime
+    from tasks.settings import Settings
+
+    rt = Runtime(Settings(data_dir=data_dir))
+    upgrade(rt.sessions.kw["bind"])
+    return rt
+
+
+def fill_synthetic(
+    rt: Any, name: str, n: int, *, seed: int = 0, page: int = 20_000, tag: str = "syn"
+) -> int:
+    """Create collection ``name`` (bundled model, its default windows) holding ``n`` one-window
+    documents with random unit vectors, inserted in bulk; returns the collection id. No
+    snapshot is written: publish one with the index writer."""
+    import numpy as np
+    from sqlalchemy import func, insert, select, update
+
+    from storage.documents import content_hash
+    from storage.models import Chunk, Collection, Document, chunk_id
+    from tasks.indexing import CollectionSpec, ensure_collection
+
+    coll = ensure_collection(rt, CollectionSpec(name))
+    rng = np.random.default_rng(seed)
+    with rt.sessions() as session:
+        doc_id = (session.scalar(select(func.max(Document.id))) or 0) + 1
+        seq = session.scalar(select(Collection.seq).where(Collection.id == coll.id)) or 0
+    for start in range(0, n, page):
+        count = min(page, n - start)
+        vectors = random_unit_vectors(count, coll.dim, rng)
+        docs, chunks = [], []
+        for i in range(count):
+            text = f"synthetic document {tag} {start + i}"
+            digest = content_hash(None, text)
+            seq += 1
+            docs.append(
+                {
+                    "id": doc_id,
+                    "collection_id": coll.id,
+                    "external_id": f"{tag}-{start + i}",
+                    "text": text,
+                    "content_hash": digest,
+                    "indexed_hash": digest,
+                }
+            )
+            chunks.append(
+                {
+                    "id": chunk_id(coll.id, seq),
+                    "collection_id": coll.id,
+                    "document_id": doc_id,
+                    "window": 0,
+                    "start": 0,
+                    "end": len(text),
+                    "tokens": 6,
+                    "vector": vectors[i].tobytes(),
+                }
+            )
+            doc_id += 1
+        with rt.sessions.begin() as session:
+            session.execute(insert(Document), docs)
+            session.execute(insert(Chunk), chunks)
+            session.execute(update(Collection).where(Collection.id == coll.id).values(seq=seq))
+    return int(coll.id)
+
+
+def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+    """Run a command; (seconds, peak RSS of that process in bytes, stdout)."""
+    import tempfile
+    import time
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            sys.exit(f"{' '.join(cmd)} failed:\n{err.read().decode(errors='replace')}")
+        return seconds, usage.ru_maxrss * 1024, out.read().decode()
+
+
+def peak_rss(pid: int | None = None) -> int:
+    """VmHWM (peak resident set) of a running process, in bytes; this one by default."""
+    status = Path(f"/proc/{pid or 'self'}/status").read_text()
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def percentile(values: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")

@@ -19,7 +19,7 @@ PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 @contextmanager
 def distributed(
-    data_dir: Path, redis_db: int = 14, embed_workers: int = 1
+    data_dir: Path, redis_db: int = 14, embed_workers: int = 1, **extra: str
 ) -> Iterator[dict[str, str]]:
     import redis
     from sqlalchemy import create_engine, text
@@ -34,6 +34,7 @@ def distributed(
         data_dir,
         EMBEDQ_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
         EMBEDQ_BROKER_URL=broker,
+        **extra,
     )
     procs: list[subprocess.Popen[bytes]] = []
     try:

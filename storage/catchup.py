@@ -1,11 +1,18 @@
-"""The index writer: bring a collection's FAISS snapshot up to date with SQL."""
+"""The index writer: keep a collection's FAISS index up to date with SQL, publish on a policy.
+
+The writer applies new rows and deletions to its in-memory index as they come (work in
+proportion to the change) and writes a snapshot only when one is due (``PublishPolicy``), so a
+small update to a large collection does not rewrite the whole index. Searches read the newest
+snapshot plus the rows above its watermark from SQL, so nothing committed is ever invisible.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import faiss
 import numpy as np
@@ -21,11 +28,45 @@ PAGE = 20_000
 TRAIN_SAMPLE = 100_000
 
 
+@dataclass(frozen=True, slots=True)
+class PublishPolicy:
+    """When a snapshot is due: a snapshot costs a write of the whole index, so it waits until
+    enough has changed (``rows``, or ``fraction`` of the snapshot if that is more) or the
+    oldest unpublished change is ``interval_s`` old. An index no bigger than ``rows`` is
+    always published at once: writing it costs no more than the rows allowed to wait."""
+
+    rows: int = 20_000
+    fraction: float = 0.1
+    interval_s: float = 300.0
+
+    def due(
+        self,
+        published: SnapshotMeta | None,
+        target: int,
+        pending_since: datetime | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Whether changes up to sequence ``target`` should be published now."""
+        if published is None:
+            return target > 0
+        unpublished = target - published.watermark
+        if unpublished <= 0:
+            return False
+        if published.count + unpublished <= self.rows:
+            return True
+        if unpublished >= max(self.rows, self.fraction * published.count):
+            return True
+        now = now or datetime.now(UTC)
+        age = (now - pending_since).total_seconds() if pending_since else 0.0
+        return age >= self.interval_s
+
+
 @dataclass(slots=True)
 class _Live:
     index: faiss.Index
-    watermark: int
-    file: str | None
+    watermark: int  # every change up to here is in ``index``
+    file: str | None  # the published snapshot it started from or last wrote
+    published: int  # that snapshot's watermark
 
 
 def _chunk_pages(
@@ -52,56 +93,97 @@ def _chunk_pages(
 class IndexWriter:
     """Keeps each collection's index in memory between catch-ups; one per writer process."""
 
-    def __init__(self, sessions: sessionmaker[Session], store: IndexStore) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        store: IndexStore,
+        policy: PublishPolicy | None = None,
+    ) -> None:
         self.sessions = sessions
         self.store = store
+        self.policy = policy or PublishPolicy()
         self._live: dict[str, _Live] = {}
 
-    def catch_up(self, collection_name: str) -> SnapshotMeta | None:
-        """Add chunks and apply deletions above the watermark; publish if anything changed.
+    def catch_up(self, collection_name: str, *, force: bool = False) -> SnapshotMeta | None:
+        """Apply the changes above the in-memory watermark; publish a snapshot if one is due
+        (or ``force``). Returns the published snapshot's metadata (None: there is none).
 
-        A file lock per collection makes a second writer (a misconfigured deployment) wait
-        its turn instead of publishing over this one.
+        A writer that holds no index for the collection and owes no snapshot only notes that
+        changes wait, without loading the index. A file lock per collection makes a second
+        writer (a misconfigured deployment) wait its turn instead of publishing over this one.
         """
         folder = self.store.folder(collection_name)
         folder.mkdir(parents=True, exist_ok=True)
         with (folder / ".writer.lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            return self._catch_up(collection_name)
+            return self._catch_up(collection_name, force)
 
-    def _catch_up(self, collection_name: str) -> SnapshotMeta | None:
+    def due(self, collection_name: str) -> bool:
+        """Whether a snapshot of the collection is due, from ``current.json`` and SQL only."""
         with self.sessions() as session:
-            coll = session.scalars(
-                select(Collection).where(Collection.name == collection_name)
-            ).one_or_none()
-            if coll is None:
-                raise LookupError(f"no collection named {collection_name!r}")
-            live = self._current(coll)
-            target = coll.seq
-            if live.watermark >= target:
-                return self.store.meta(collection_name)
-            try:
-                self._apply(session, coll, live, target)
-                meta = self.store.publish(
-                    collection_name,
-                    live.index,
-                    model=coll.model,
-                    factory=coll.index_factory,
-                    watermark=target,
-                )
-            except BaseException:
-                # The in-memory index may hold rows above its watermark: start over next time.
-                self._live.pop(collection_name, None)
-                raise
-        live.watermark, live.file = target, meta.file
-        self._purge_tombstones(coll.id, target)
-        return meta
+            coll = self._collection(session, collection_name)
+            return self._due(coll, self.store.meta(collection_name))
 
     def rebuild(self, collection_name: str) -> SnapshotMeta | None:
         """Drop what is in memory and on disk for the collection and rebuild it from SQL."""
         self._live.pop(collection_name, None)
         self.store.drop_snapshot(collection_name)
-        return self.catch_up(collection_name)
+        return self.catch_up(collection_name, force=True)
+
+    @staticmethod
+    def _collection(session: Session, name: str) -> Collection:
+        coll = session.scalars(select(Collection).where(Collection.name == name)).one_or_none()
+        if coll is None:
+            raise LookupError(f"no collection named {name!r}")
+        return coll
+
+    def _due(self, coll: Collection, meta: SnapshotMeta | None) -> bool:
+        if meta is None:
+            return self.policy.due(None, coll.seq)
+        if not self.store.looks_usable(coll.name, meta, model=coll.model, dim=coll.dim):
+            return True  # loading it fails: the index is rebuilt from SQL and published
+        if coll.seq <= meta.watermark:
+            return False
+        since = self.store.pending_since(coll.name, meta.watermark)
+        return self.policy.due(meta, coll.seq, since)
+
+    def _catch_up(self, name: str, force: bool) -> SnapshotMeta | None:
+        with self.sessions() as session:
+            coll = self._collection(session, name)
+            target = coll.seq
+            meta = self.store.meta(name)
+            due = force or self._due(coll, meta)
+            live = self._live.get(name)
+            held = live is not None and meta is not None and live.file == meta.file
+            if not due and not held:
+                # Nothing owed: leave the snapshot on disk unread; searches read the rest.
+                if meta is not None and target > meta.watermark:
+                    self.store.mark_pending(name, meta.watermark)
+                return meta
+            live = self._current(coll)
+            try:
+                if live.watermark < target:
+                    self._apply(session, coll, live, target)
+                    live.watermark = target
+                if not due or live.published >= live.watermark:
+                    if meta is not None and target > meta.watermark:
+                        self.store.mark_pending(name, meta.watermark)
+                    return meta
+                meta = self.store.publish(
+                    name,
+                    live.index,
+                    model=coll.model,
+                    factory=coll.index_factory,
+                    watermark=live.watermark,
+                )
+            except BaseException:
+                # The in-memory index may hold rows above its watermark: start over next time.
+                self._live.pop(name, None)
+                raise
+        live.file, live.published = meta.file, meta.watermark
+        # Only what the snapshot holds may be forgotten: a restarted writer replays from it.
+        self._purge_tombstones(coll.id, meta.watermark)
+        return meta
 
     def _current(self, coll: Collection) -> _Live:
         meta = self.store.meta(coll.name)
@@ -110,11 +192,11 @@ class IndexWriter:
             return live
         try:
             index, meta = self.store.load(coll.name, model=coll.model, dim=coll.dim)
-            live = _Live(index, meta.watermark, meta.file)
+            live = _Live(index, meta.watermark, meta.file, meta.watermark)
         except SnapshotError as exc:
             if meta is not None:
                 log.warning("rebuilding index of %s from SQL: %s", coll.name, exc)
-            live = _Live(new_index(coll.dim, coll.index_factory), 0, None)
+            live = _Live(new_index(coll.dim, coll.index_factory), 0, None, -1)
         self._live[coll.name] = live
         return live
 
@@ -132,18 +214,37 @@ class IndexWriter:
                 )
             ).all()
             if dead:
-                live.index.remove_ids(np.asarray(dead, dtype=np.int64))  # type: ignore[arg-type]
+                self._remove(session, coll, live, dead, target)
+
+    def _remove(
+        self, session: Session, coll: Collection, live: _Live, dead: Sequence[int], target: int
+    ) -> None:
+        """Drop deleted chunks; an index type that cannot delete (HNSW) is rebuilt from the
+        rows SQL holds now, which no longer include them."""
+        try:
+            live.index.remove_ids(np.asarray(dead, dtype=np.int64))  # type: ignore[arg-type]
+        except RuntimeError:
+            log.info("%s: %s cannot delete; rebuilding it", coll.name, coll.index_factory)
+            live.index = new_index(coll.dim, coll.index_factory)
+            if not live.index.is_trained:
+                self._train(session, coll, live.index, target)
+            for ids, blobs in _chunk_pages(session, coll.id, 0, target):
+                live.index.add_with_ids(vectors_from_rows(blobs, coll.dim), ids)
 
     @staticmethod
     def _train(session: Session, coll: Collection, index: faiss.Index, target: int) -> None:
-        sample: list[bytes] = []
+        """Train on up to TRAIN_SAMPLE vectors, copied page by page into one array."""
+        sample = np.empty((TRAIN_SAMPLE, coll.dim), dtype=np.float32)
+        n = 0
         for _ids, blobs in _chunk_pages(session, coll.id, 0, target):
-            sample.extend(blobs)
-            if len(sample) >= TRAIN_SAMPLE:
+            take = min(len(blobs), TRAIN_SAMPLE - n)
+            sample[n : n + take] = vectors_from_rows(blobs[:take], coll.dim)
+            n += take
+            if n >= TRAIN_SAMPLE:
                 break
-        if not sample:
+        if not n:
             raise SnapshotError(f"index {coll.index_factory!r} needs vectors to train on")
-        index.train(vectors_from_rows(sample, coll.dim))
+        index.train(sample[:n])
 
     def _purge_tombstones(self, collection_id: int, upto: int) -> None:
         with self.sessions.begin() as session:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import CursorResult, and_, exists, func, insert, select, update
@@ -82,6 +83,41 @@ def add_batch(session: Session, job_id: str, document_ids: Sequence[int]) -> int
     session.add(batch)
     session.flush()
     return batch.id
+
+
+def db_now(session: Session) -> Any:
+    """The clock for batch stamps: PostgreSQL's own (workers on other hosts compare them),
+    or this host's for SQLite, which has a single host."""
+    return func.now() if session.get_bind().dialect.name == "postgresql" else utcnow()
+
+
+def mark_queued(session: Session, batch_id: int) -> None:
+    """Stamp a batch as handed to the broker now (before it is sent, so that a worker never
+    begins a batch whose latest stamp is newer than its start)."""
+    session.execute(
+        update(JobBatch).where(JobBatch.id == batch_id).values(queued_at=db_now(session))
+    )
+
+
+def claim_requeue(
+    session: Session, batch_id: int, *, queued_at: datetime | None, started_at: datetime | None
+) -> bool:
+    """Stamp a batch as queued again if it is still pending and unchanged since it was read
+    (same stamps): a batch that a worker began meanwhile, or that a second reconciler already
+    claimed, is left alone. True when the caller should send it."""
+    changed = _rowcount(
+        session.execute(
+            update(JobBatch)
+            .where(
+                JobBatch.id == batch_id,
+                JobBatch.state == BatchState.pending,
+                JobBatch.queued_at.is_not_distinct_from(queued_at),
+                JobBatch.started_at.is_not_distinct_from(started_at),
+            )
+            .values(queued_at=db_now(session))
+        )
+    )
+    return bool(changed)
 
 
 def seal(session: Session, job_id: str) -> None:

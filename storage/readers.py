@@ -291,6 +291,8 @@ def _json_id(obj: dict[str, Any]) -> tuple[str | None, str | None]:
     doc_id = str(raw)
     if not doc_id.strip():
         return None, "empty id"
+    if not _utf8(doc_id):
+        return None, "invalid Unicode in id (a lone surrogate escape)"
     return doc_id, None
 
 
@@ -309,7 +311,21 @@ def _json_fields_problem(obj: dict[str, Any]) -> str | None:
     meta = obj["meta"] if "meta" in obj else obj.get("metadata")
     if meta is not None and not isinstance(meta, dict):
         return "meta not an object"
+    for field, value in (("text", text), ("title", title)):
+        if isinstance(value, str) and not _utf8(value):
+            return f"invalid Unicode in {field} (a lone surrogate escape)"
+    if meta is not None and not _utf8(json.dumps(meta, ensure_ascii=False)):
+        return "invalid Unicode in meta (a lone surrogate escape)"
     return None
+
+
+def _utf8(value: str) -> bool:
+    """False for strings JSON can carry but UTF-8 cannot: lone surrogates such as \\ud800."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # ------------------------------------------------------------------------------- CSV / TSV

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
+
+from celery import Celery, bootsteps
 from kombu import Exchange, Queue
 
 from tasks.settings import get_settings
@@ -35,6 +37,7 @@ def make_app() -> Celery:
             "embedq.catch_up": {"queue": "index", "routing_key": "index"},
             "embedq.ingest_file": {"queue": "default", "routing_key": "default"},
             "embedq.analyse": {"queue": "default", "routing_key": "default"},
+            "embedq.reconcile": {"queue": "default", "routing_key": "default"},
         },
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -47,7 +50,37 @@ def make_app() -> Celery:
         task_track_started=True,
         worker_hijack_root_logger=False,
     )
+    app.steps["worker"].add(ReconcileStep)
     return app
+
+
+class ReconcileStep(bootsteps.StartStopStep):
+    """In every worker: a heartbeat thread, and on the worker's timer (at start, then every
+    ``EMBEDQ_RECONCILE_EVERY_S``) a coalesced request for one ``embedq.reconcile`` task on
+    the ``default`` queue. The timer only sends; the reconciler runs as a task."""
+
+    requires = ("celery.worker.components:Timer",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.tref: Any = None
+        self.heartbeat: Any = None
+
+    def start(self, parent: Any) -> None:
+        from tasks.definitions import start_heartbeat, trigger_reconcile
+
+        self.heartbeat = start_heartbeat(parent.hostname)
+        trigger_reconcile()
+        every = get_settings().reconcile_every_s
+        self.tref = parent.timer.call_repeatedly(every, trigger_reconcile, priority=10)
+
+    def stop(self, parent: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+            self.heartbeat = None
 
 
 app = make_app()

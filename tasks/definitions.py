@@ -1,22 +1,26 @@
 """Celery tasks: thin shells that count deliveries, retry transient errors and call
-tasks.indexing. Each takes ids, never texts."""
+tasks.indexing and tasks.reconcile. Each takes ids, never texts."""
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
+import time
 from typing import Any
 
 from celery import Task
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
-from tasks import analysis, indexing
+from tasks import analysis, indexing, reconcile
 from tasks.app import app
 from tasks.dispatch import CeleryDispatcher
 from tasks.runtime import get_runtime
 
 log = logging.getLogger(__name__)
-TRANSIENT = (OperationalError, DBAPIError, ConnectionError, TimeoutError)
+# The database or the broker is unreachable for a while (a restart, a failover). Other
+# database errors (a missing table, a constraint) are permanent: retrying cannot help.
+TRANSIENT = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
 RETRY = {
     "autoretry_for": TRANSIENT,
     "retry_backoff": 2,
@@ -25,12 +29,16 @@ RETRY = {
     "max_retries": 8,
 }
 CATCH_UP_KEY = "embedq:catch-up:{}"
+RECONCILE_QUEUED_KEY = reconcile.TRIGGER_KEY + ":queued"
+RECONCILE_RAN_KEY = reconcile.TRIGGER_KEY + ":ran"
 
 
 @app.task(name="embedq.embed_batch", bind=True, **RETRY)
 def embed_batch(self: Task, batch_id: int) -> dict[str, Any]:
     rt = get_runtime()
-    attempt = indexing.begin_attempt(rt, batch_id)
+    attempt = indexing.begin_attempt(
+        rt, batch_id, reconcile.worker_label(self.request.hostname or "unknown")
+    )
     if attempt is None:
         return {"batch": batch_id, "skipped": True}
     if attempt.attempts > rt.settings.max_attempts:
@@ -71,18 +79,129 @@ def analyse(job_id: str) -> dict[str, Any]:
     return {"job": job_id, "ok": result is not None}
 
 
-def request_catch_up(collection: str) -> None:
-    """Ask the index writer to catch up; requests made while one is queued coalesce."""
+@app.task(name="embedq.reconcile", ignore_result=True)
+def reconcile_task() -> dict[str, Any]:
+    """Run the reconciler once; sent by ``trigger_reconcile``, at most one queued at a time."""
+    rt = get_runtime()
+    client = _coalescer()
+    client.delete(RECONCILE_QUEUED_KEY)
+    client.set(RECONCILE_RAN_KEY, "1", ex=max(1, math.ceil(rt.settings.reconcile_every_s)))
+    return reconcile.reconcile(rt, CeleryBroker()).as_dict()
+
+
+def trigger_reconcile() -> bool:
+    """Queue a reconcile task unless one is queued or one began less than a period ago.
+
+    Called from each worker's timer (``tasks.app.ReconcileStep``): it only talks to Redis,
+    briefly, and never runs the reconciler itself. True when a task was sent.
+    """
+    every = get_runtime().settings.reconcile_every_s
+    try:
+        client = _coalescer()
+        if client.exists(RECONCILE_RAN_KEY):
+            return False
+        if not client.set(RECONCILE_QUEUED_KEY, "1", nx=True, ex=max(60, math.ceil(10 * every))):
+            return False
+        if not client.exists(reconcile.EPOCH_KEY):
+            # Redis lost its state, queue bindings included: a message sent now would vanish.
+            CeleryBroker().redeclare()
+        reconcile_task.apply_async(retry=False)
+    except Exception as exc:  # never let the worker's timer die of a broker hiccup
+        log.warning("could not queue the reconciler: %s", exc)
+        return False
+    return True
+
+
+def start_heartbeat(hostname: str) -> reconcile.Heartbeat:
+    every = get_runtime().settings.reconcile_every_s
+    identity = reconcile.worker_identity(hostname)
+    return reconcile.Heartbeat(_coalescer(), identity, reconcile.heartbeat_period(every)).start()
+
+
+class CeleryBroker:
+    """The reconciler's view of Redis and the Celery workers."""
+
+    def __init__(self, timeout: float = 1.0) -> None:
+        self.timeout = timeout
+        self.client = _coalescer()
+
+    def epoch_present(self) -> bool:
+        return bool(self.client.exists(reconcile.EPOCH_KEY))
+
+    def mark_epoch(self) -> None:
+        self.client.set(reconcile.EPOCH_KEY, str(time.time()))
+
+    def redeclare(self) -> None:
+        with app.connection_for_write() as conn:
+            channel = conn.default_channel
+            for queue in app.amqp.queues.values():
+                queue.bind(channel).declare()
+
+    def workers(self) -> reconcile.WorkerView:
+        alive = {
+            key.decode().removeprefix(reconcile.HEARTBEAT_KEY.format(""))
+            for key in self.client.scan_iter(match=reconcile.HEARTBEAT_KEY.format("*"))
+        }
+        inspect = app.control.inspect(timeout=self.timeout)
+        answered: set[str] = set()
+        running: set[int] = set()
+        for replies in (inspect.active(), inspect.reserved(), inspect.scheduled()):
+            for hostname, tasks in (replies or {}).items():
+                answered.add(hostname)
+                running.update(_batch_ids(tasks))
+        return reconcile.WorkerView(frozenset(alive), frozenset(answered), frozenset(running))
+
+    def send_embed(self, batch_id: int) -> None:
+        embed_batch.apply_async(args=[batch_id])
+
+    def catch_up(self, collection: str) -> None:
+        request_catch_up(collection, stale_s=2 * get_runtime().settings.reconcile_every_s)
+
+
+def _batch_ids(tasks: list[dict[str, Any]]) -> set[int]:
+    out = set()
+    for task in tasks:
+        task = task.get("request", task)  # scheduled() wraps the request
+        args = task.get("args")
+        if task.get("name") == "embedq.embed_batch" and args:
+            if isinstance(args, str):
+                args = args.strip("[]()").split(",")
+            try:
+                out.add(int(args[0]))
+            except (TypeError, ValueError):
+                continue
+    return out
+
+
+def request_catch_up(collection: str, *, stale_s: float | None = None) -> bool:
+    """Ask the index writer to catch up; requests made while one is queued coalesce.
+
+    With ``stale_s``, a request still unanswered after that many seconds (the writer died
+    with it, or Redis lost it) is made again. True when a task was sent.
+    """
     key = CATCH_UP_KEY.format(collection)
-    if _coalescer().set(key, "1", nx=True, ex=600):
-        catch_up.apply_async(args=[collection])
+    client = _coalescer()
+    now = time.time()
+    if not client.set(key, str(now), nx=True, ex=600):
+        if stale_s is None:
+            return False
+        since = client.get(key)
+        try:
+            fresh = since is not None and now - float(since) <= stale_s
+        except ValueError:
+            fresh = False
+        if fresh:
+            return False
+        client.set(key, str(now), ex=600)
+    catch_up.apply_async(args=[collection])
+    return True
 
 
 @functools.cache
 def _redis(url: str) -> Any:
     import redis
 
-    return redis.Redis.from_url(url)
+    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
 
 
 def _coalescer() -> Any:

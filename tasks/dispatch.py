@@ -8,6 +8,7 @@ from typing import Protocol
 
 from sqlalchemy import func, select
 
+from storage.jobs import mark_queued
 from storage.models import BatchState, JobBatch
 from tasks.runtime import Runtime
 
@@ -67,6 +68,8 @@ class CeleryDispatcher:
 
         if self.job_id:
             self._wait_for_room(self.job_id)
+        with self.rt.sessions.begin() as session:
+            mark_queued(session, batch_id)
         embed_batch.apply_async(args=[batch_id])
 
     def catch_up(self, collection: str) -> None:

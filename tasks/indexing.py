@@ -23,6 +23,7 @@ from storage.jobs import (
     add_errors,
     count_records,
     create_job,
+    db_now,
     mark_running,
     seal,
     settle_batch,
@@ -237,14 +238,17 @@ class Attempt:
     attempts: int
 
 
-def begin_attempt(rt: Runtime, batch_id: int) -> Attempt | None:
-    """Count a delivery of a batch; None when the batch is already settled or gone."""
+def begin_attempt(rt: Runtime, batch_id: int, worker: str | None = None) -> Attempt | None:
+    """Count a delivery of a batch and stamp when and by which worker it began (the reconciler
+    requeues a begun batch whose worker is gone); None when the batch is settled or gone."""
     with rt.sessions.begin() as session:
         session.connection(execution_options={"sqlite_immediate": True})
         batch = session.get(JobBatch, batch_id)
         if batch is None or batch.state != BatchState.pending:
             return None
         batch.attempts += 1
+        batch.started_at = db_now(session)
+        batch.worker = worker
         job = session.get_one(Job, batch.job_id)
         coll = session.get_one(Collection, job.collection_id)
         return Attempt(job.id, coll.name, batch.attempts)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.catchup import IndexWriter
+from storage.catchup import IndexWriter, PublishPolicy
 from storage.db import make_engine, make_sessionmaker
 from storage.index_store import IndexStore, SnapshotCache
 from tasks.settings import Settings, get_settings
@@ -39,7 +39,9 @@ class Runtime:
 
     @cached_property
     def writer(self) -> IndexWriter:
-        return IndexWriter(self.sessions, self.store)
+        s = self.settings
+        policy = PublishPolicy(s.publish_rows, s.publish_fraction, s.publish_interval_s)
+        return IndexWriter(self.sessions, self.store, policy)
 
     def embedder(self, model: str) -> Embedder:
         from workers.encoding import Embedder

@@ -27,9 +27,14 @@ def fresh_pg_database(prefix: str = "embedq_it") -> Iterator[str]:
     """A new PostgreSQL database for this run, dropped afterwards; skips if unreachable."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import OperationalError
+    from sqlalchemy.pool import NullPool
 
+    # No pool: a test may restart PostgreSQL, which would leave a pooled connection stale.
     admin = create_engine(
-        PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
+        PG_ADMIN_URL,
+        isolation_level="AUTOCOMMIT",
+        connect_args={"connect_timeout": 3},
+        poolclass=NullPool,
     )
     name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
     try:

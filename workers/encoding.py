@@ -55,8 +55,8 @@ class Embedder:
             model = SentenceTransformer(path, device=self.device, local_files_only=offline())
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load model {spec!r}: {exc}") from exc
-        if self.dtype != torch.float32:
-            model = model.to(self.dtype)
+        # Always cast: a checkpoint stored in half precision may load in it.
+        model = model.to(self.dtype)
         model.eval()
         self.model = model
         self.tokenizer: Any = model.tokenizer

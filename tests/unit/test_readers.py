@@ -188,6 +188,23 @@ def test_invalid_utf8_line_does_not_stop_the_file(tmp_path: Path) -> None:
     assert [(r.line, r.reason) for r in rejected(items)] == [(2, "invalid UTF-8")]
 
 
+def test_lone_surrogate_escapes_are_rejected_per_record(tmp_path: Path) -> None:
+    lines = [
+        r'{"id": "a", "text": "fine"}',
+        r'{"id": "b", "text": "bad \ud800 text"}',
+        r'{"id": "c\udfff", "text": "bad id"}',
+        r'{"id": "d", "text": "ok", "meta": {"k": "\ud834"}}',
+        r'{"id": "e", "text": "a pair \ud83d\ude00 is fine"}',
+    ]
+    items = read(write(tmp_path / "s.jsonl", "\n".join(lines)))
+    assert [(r.id, r.text) for r in records(items)] == [("a", "fine"), ("e", "a pair 😀 is fine")]
+    assert [(r.line, r.id, r.reason) for r in rejected(items)] == [
+        (2, "b", "invalid Unicode in text (a lone surrogate escape)"),
+        (3, None, "invalid Unicode in id (a lone surrogate escape)"),
+        (4, "d", "invalid Unicode in meta (a lone surrogate escape)"),
+    ]
+
+
 def test_duplicate_ids_are_per_source(tmp_path: Path) -> None:
     a = write(tmp_path / "a.jsonl", '{"id": "x", "text": "first"}\n{"id": "x", "text": "again"}\n')
     b = write(tmp_path / "b.jsonl", '{"id": "x", "text": "other file"}\n')

@@ -1,0 +1,64 @@
+"""API keys on the HTTP API: with ``EMBEDQ_API_KEYS=true`` every route but ``/healthz`` needs one.
+
+A client sends ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; keys are created with
+``embedq keys create NAME``. ``/docs`` and ``/openapi.json`` stay readable without a key: they
+describe the public surface only, hold no data, and a browser could not load Swagger UI
+otherwise (its page and its schema request carry no key; its "Authorize" button then adds the
+key to the calls it makes).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, status
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import SQLAlchemyError
+
+from api.deps import RuntimeDep
+from storage.keys import needs_touch, touch_key, verify_key
+from tasks.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+MISSING = "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+INVALID = "the API key is not valid (unknown, malformed or revoked)"
+
+_bearer = HTTPBearer(auto_error=False, description="an API key: embedq keys create NAME")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the same key")
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def _touch(rt: Runtime, key_id: int) -> None:
+    """Record the use; a busy database only delays the record, never the request."""
+    try:
+        with rt.sessions.begin() as session:
+            session.connection(execution_options={"sqlite_immediate": True})
+            touch_key(session, key_id)
+    except SQLAlchemyError as exc:
+        log.warning("cannot record the use of API key %s: %s", key_id, exc)
+
+
+def require_key(
+    rt: RuntimeDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header: Annotated[str | None, Depends(_header)],
+) -> None:
+    """Let the request through when keys are off, or when it carries a live key."""
+    if not rt.settings.api_keys:
+        return
+    key = bearer.credentials if bearer is not None else header
+    if not key:
+        raise _unauthorized(MISSING)
+    with rt.sessions() as session:
+        row = verify_key(session, key)
+    if row is None:
+        raise _unauthorized(INVALID)
+    if needs_touch(row):
+        _touch(rt, row.id)

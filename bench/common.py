@@ -140,21 +140,24 @@ def fill_synthetic(
 
 
 def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    """Run a command; (seconds, peak RSS of that process in bytes, stdout)."""
+    """Run ``python -m MODULE ...``; (seconds, peak RSS of that process in bytes, stdout)."""
     import tempfile
     import time
 
+    if cmd[1:2] != ["-m"]:
+        raise ValueError("run_measured runs python -m MODULE commands")
+    wrapped = [cmd[0], "-m", "bench.peak", *cmd[2:]]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
-        _pid, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.run(wrapped, env=env, stdout=out, stderr=err, cwd=ROOT, check=False)
         seconds = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
+        errors = err.read().decode(errors="replace")
         if proc.returncode != 0:
-            sys.exit(f"{' '.join(cmd)} failed:\n{err.read().decode(errors='replace')}")
-        return seconds, usage.ru_maxrss * 1024, out.read().decode()
+            sys.exit(f"{' '.join(cmd)} failed:\n{errors}")
+        peaks = [line.split()[1] for line in errors.splitlines() if line.startswith("embedq-peak")]
+        return seconds, int(peaks[-1]) if peaks else 0, out.read().decode()
 
 
 def peak_rss(pid: int | None = None) -> int:

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Protocol
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import func, select
 
 from storage.jobs import mark_queued
 from storage.models import BatchState, JobBatch
 from tasks.runtime import Runtime
+
+if TYPE_CHECKING:
+    from tasks.indexing import CutBatch
 
 log = logging.getLogger(__name__)
 
@@ -26,19 +32,64 @@ class Dispatcher(Protocol):
 
 
 class InlineDispatcher:
-    """Embedded default: every step runs in the calling process."""
+    """Embedded default: every step runs in the calling process.
+
+    Inside ``overlapped()``, ``embed`` reads and cuts a batch into windows in the calling
+    thread while the previous batch's forward pass and write run in a second thread (one batch
+    ahead at most); elsewhere it runs each batch to the end before returning.
+    """
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
+        self._ahead: ThreadPoolExecutor | None = None
+        self._running: Future[None] | None = None
+
+    @contextmanager
+    def overlapped(self) -> Iterator[None]:
+        """Overlap each batch's tokenising with the previous one's forward pass; leaving
+        the block waits for the last batch."""
+        self._ahead = ThreadPoolExecutor(1, thread_name_prefix="embedq-forward")
+        try:
+            yield
+        finally:
+            self._wait()
+            self._ahead.shutdown()
+            self._ahead = None
 
     def embed(self, batch_id: int) -> None:
         from tasks import indexing
 
         try:
-            indexing.embed_batch(self.rt, batch_id)
+            cut = indexing.cut_batch(self.rt, batch_id)
         except Exception as exc:
-            log.exception("batch %s failed", batch_id)
-            indexing.fail_batch(self.rt, batch_id, f"{type(exc).__name__}: {exc}")
+            self._failed(batch_id, exc)
+            return
+        if cut is None:
+            return
+        if self._ahead is None:
+            self._store(cut)
+            return
+        self._wait()
+        self._running = self._ahead.submit(self._store, cut)
+
+    def _store(self, cut: CutBatch) -> None:
+        from tasks import indexing
+
+        try:
+            indexing.store_batch(self.rt, cut)
+        except Exception as exc:
+            self._failed(cut.batch_id, exc)
+
+    def _failed(self, batch_id: int, exc: Exception) -> None:
+        from tasks import indexing
+
+        log.exception("batch %s failed", batch_id)
+        indexing.fail_batch(self.rt, batch_id, f"{type(exc).__name__}: {exc}")
+
+    def _wait(self) -> None:
+        running, self._running = self._running, None
+        if running is not None:
+            running.result()
 
     def catch_up(self, collection: str) -> None:
         from tasks import indexing

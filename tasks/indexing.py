@@ -32,6 +32,7 @@ from storage.jobs import (
 from storage.models import BatchState, Collection, Document, Job, JobBatch
 from storage.readers import Record, Rejected
 from tasks.runtime import Runtime
+from workers.chunking import Window
 from workers.models import ModelError, canonical_spec
 
 log = logging.getLogger(__name__)
@@ -174,10 +175,28 @@ def _submit(
 
 def embed_batch(rt: Runtime, batch_id: int) -> int:
     """Embed one batch's pending documents and store their chunks; returns documents written."""
+    cut = cut_batch(rt, batch_id)
+    return 0 if cut is None else store_batch(rt, cut)
+
+
+@dataclass(slots=True)
+class CutBatch:
+    """A batch read from SQL and cut into token windows, ready for the forward pass."""
+
+    batch_id: int
+    collection_id: int
+    model: str
+    docs: list[tuple[int, str]]  # (document id, content hash)
+    windows: list[list[Window]]
+
+
+def cut_batch(rt: Runtime, batch_id: int) -> CutBatch | None:
+    """Read a pending batch's documents and cut them into windows (SQL and the tokenizer:
+    the work that can overlap another batch's forward pass). None when already settled."""
     with rt.sessions() as session:
         batch = session.get(JobBatch, batch_id)
         if batch is None or batch.state != BatchState.pending:
-            return 0
+            return None
         job = session.get_one(Job, batch.job_id)
         coll = session.get_one(Collection, job.collection_id)
         docs = session.execute(
@@ -186,27 +205,32 @@ def embed_batch(rt: Runtime, batch_id: int) -> int:
                 Document.indexed_hash.is_distinct_from(Document.content_hash),
             )
         ).all()
-    embedded = embed_documents(rt, coll, [(d.id, d.content_hash, d.title, d.text) for d in docs])
+        chunker = rt.embedder(coll.model).chunker(coll.chunk_tokens, coll.overlap)
+        windows = chunker.split_many([embedding_input(d.title, d.text) for d in docs])
+        ids = [(d.id, d.content_hash) for d in docs]
+        return CutBatch(batch_id, coll.id, coll.model, ids, windows)
+
+
+def store_batch(rt: Runtime, cut: CutBatch) -> int:
+    """Embed a cut batch's windows, then write its chunks and settle it in one transaction."""
+    embedded = embed_windows(rt, cut.model, cut.docs, cut.windows)
     with rt.sessions.begin() as session:
         session.connection(execution_options={"sqlite_immediate": True})
-        written = write_chunks(session, coll.id, embedded)
-        settle_batch(session, batch_id)
+        written = write_chunks(session, cut.collection_id, embedded)
+        settle_batch(session, cut.batch_id)
     return written
 
 
-def embed_documents(
-    rt: Runtime, coll: Collection, docs: list[tuple[int, str, str | None, str]]
+def embed_windows(
+    rt: Runtime, model: str, docs: list[tuple[int, str]], windows: list[list[Window]]
 ) -> list[EmbeddedDocument]:
-    """Cut documents into windows and embed every window of the group together."""
+    """Embed every window of a group of documents together (one length-sorted pass)."""
     if not docs:
         return []
-    embedder = rt.embedder(coll.model)
-    chunker = embedder.chunker(coll.chunk_tokens, coll.overlap)
-    windows = chunker.split_many([embedding_input(title, text) for _, _, title, text in docs])
     flat = [w.input_ids for ws in windows for w in ws]
-    vectors = embedder.encode_ids(flat, rt.settings.batch_tokens)
+    vectors = rt.embedder(model).encode_ids(flat, rt.settings.batch_tokens)
     out, row = [], 0
-    for (doc_id, digest, _, _), ws in zip(docs, windows, strict=True):
+    for (doc_id, digest), ws in zip(docs, windows, strict=True):
         spans = [Span(w.number, w.start, w.end, w.tokens) for w in ws]
         out.append(EmbeddedDocument(doc_id, digest, spans, vectors[row : row + len(ws)]))
         row += len(ws)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import BinaryIO
 
 from tqdm import tqdm
@@ -61,8 +62,11 @@ def submit_index_job(
         dispatcher.embed(batch_id)
         _show(rt, job_id, bar)
 
+    # Embedded: cut the next batch into windows while the previous one is in its forward pass.
+    overlap = dispatcher.overlapped() if isinstance(dispatcher, InlineDispatcher) else nullcontext()
     try:
-        ingest(rt, job_id, read_corpus(paths, fmt=fmt, stdin=stdin), dispatch)
+        with overlap:
+            ingest(rt, job_id, read_corpus(paths, fmt=fmt, stdin=stdin), dispatch)
     except (CorpusError, JobInputError) as exc:
         with rt.sessions.begin() as session:
             fail_job(session, job_id, str(exc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,31 @@ def test_leftover_tmp_files_are_ignored(store: IndexStore) -> None:
     assert store.meta("c") == meta
     loaded, loaded_meta = store.load("c", model=MODEL, dim=DIM)
     assert loaded_meta == meta
+    assert loaded.search(vectors[:1], 1)[1][0, 0] == ids[0]
+
+
+@pytest.mark.parametrize("step", ["index file", "current.json"])
+def test_a_crash_during_publish_leaves_the_previous_snapshot(
+    store: IndexStore, step: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index, vectors, ids = filled_index()
+    meta = publish(store, index)
+    index.add_with_ids(vectors[:1] * 0.5, np.array([10_000], dtype=np.int64))
+    real_replace = os.replace
+
+    def crash(src: object, dst: object) -> None:
+        # The process dies at this rename: the new file never takes its final name.
+        if str(dst).endswith(".faiss" if step == "index file" else CURRENT):
+            raise KeyboardInterrupt("killed")
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        store.publish("c", index, model=MODEL, factory="Flat", watermark=meta.watermark + 1)
+    monkeypatch.undo()
+    assert store.meta("c") == meta
+    loaded, loaded_meta = store.load("c", model=MODEL, dim=DIM)
+    assert loaded_meta == meta and loaded.ntotal == index.ntotal - 1
     assert loaded.search(vectors[:1], 1)[1][0, 0] == ids[0]
 
 

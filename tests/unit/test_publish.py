@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,21 +34,6 @@ def meta(watermark: int, count: int) -> SnapshotMeta:
 
 def texts(prefix: str, n: int) -> dict[str, str]:
     return {f"{prefix}{i}": f"text {prefix} {i}" for i in range(n)}
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(99)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> IndexStore:
-    return IndexStore(tmp_path / "idx")
-
-
-@pytest.fixture
-def cid(sessions: Sessions) -> int:
-    return make_collection(sessions)
 
 
 # --- the policy ----------------------------------------------------------------------------

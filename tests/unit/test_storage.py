@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -139,21 +138,6 @@ def tombstones(sessions: Sessions, cid: int) -> dict[int, int]:
 def count(sessions: Sessions, model: Any) -> int:
     with transaction(sessions) as s:
         return s.scalar(select(func.count()).select_from(model))
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(1234)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> IndexStore:
-    return IndexStore(tmp_path / "idx")
-
-
-@pytest.fixture
-def cid(sessions: Sessions) -> int:
-    return make_collection(sessions)
 
 
 # --- documents ---------------------------------------------------------------------------------

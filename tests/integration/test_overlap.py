@@ -1,0 +1,104 @@
+"""The embedded indexer cuts the next batch into windows while the previous one is in its
+forward pass, and stores exactly what the one-batch-at-a-time path stores."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from storage.models import Chunk, Collection, Document
+from storage.schema import upgrade
+from tasks import indexing
+from tasks.dispatch import InlineDispatcher
+from tasks.indexing import CollectionSpec, ensure_collection, ingest, start_index_job
+from tasks.producer import submit_index_job
+from tasks.runtime import Runtime
+from tasks.settings import Settings
+from tests.integration.conftest import write_jsonl
+
+pytestmark = pytest.mark.integration
+DOCS = [
+    {"id": f"d{i}", "text": f"Document {i} is about topic {i % 3}. " * (5 + 20 * i)}
+    for i in range(9)
+]
+
+
+@pytest.fixture
+def rt(tmp_path: Path) -> Runtime:
+    runtime = Runtime(Settings(data_dir=tmp_path / "data", batch_docs=3))
+    upgrade(runtime.sessions.kw["bind"])
+    return runtime
+
+
+def stored(rt: Runtime, collection: str) -> dict[tuple[str, int], np.ndarray]:
+    with rt.sessions() as session:
+        rows = session.execute(
+            select(Document.external_id, Chunk.window, Chunk.vector)
+            .join(Document, Document.id == Chunk.document_id)
+            .join(Collection, Collection.id == Chunk.collection_id)
+            .where(Collection.name == collection)
+        ).all()
+    return {(r.external_id, r.window): np.frombuffer(r.vector, dtype=np.float32) for r in rows}
+
+
+def test_the_next_batch_is_cut_during_the_forward_pass(
+    rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = write_jsonl(tmp_path / "c.jsonl", DOCS)
+    cuts: list[tuple[int, str]] = []
+    stores: list[tuple[int, str, bool]] = []
+    cut_done = threading.Condition()
+    cut_batch, store_batch = indexing.cut_batch, indexing.store_batch
+
+    def cut(runtime: Runtime, batch_id: int) -> Any:
+        with cut_done:
+            cuts.append((batch_id, threading.current_thread().name))
+            cut_done.notify_all()
+        return cut_batch(runtime, batch_id)
+
+    def store(runtime: Runtime, batch: Any) -> int:
+        def later() -> bool:
+            return any(b > batch.batch_id for b, _ in cuts)
+
+        # Before embedding a batch, wait for the producer thread to cut the next one: it
+        # only can if cutting overlaps the forward pass (the last batch has no next one).
+        with cut_done:
+            cut_done.wait_for(lambda: later() or len(cuts) == 3, timeout=60)
+            stores.append((batch.batch_id, threading.current_thread().name, later()))
+        return store_batch(runtime, batch)
+
+    monkeypatch.setattr(indexing, "cut_batch", cut)
+    monkeypatch.setattr(indexing, "store_batch", store)
+    job_id = submit_index_job(rt, CollectionSpec("piped"), [str(corpus)], progress=False)
+
+    assert [b for b, _ in cuts] == [b for b, _, _ in stores] and len(cuts) == 3
+    assert {name for _, name in cuts} == {threading.current_thread().name}
+    assert all(name.startswith("embedq-forward") for _, name, _ in stores)
+    # Every batch but the last overlapped with the cutting of the next one.
+    assert [ok for _, _, ok in stores] == [True, True, False]
+    with rt.sessions() as session:
+        from storage.models import Job
+
+        job = session.get_one(Job, job_id)
+        assert (job.status.value, job.done, job.total) == ("succeeded", 9, 9)
+
+    # The same documents one batch at a time: the very same chunks and vectors.
+    monkeypatch.undo()
+    coll = ensure_collection(rt, CollectionSpec("serial"))
+    serial_job = start_index_job(rt, coll, {})
+    ingest(rt, serial_job, _records(corpus), InlineDispatcher(rt).embed)
+    piped, serial = stored(rt, "piped"), stored(rt, "serial")
+    assert piped.keys() == serial.keys() and len(piped) >= 9
+    for key, vector in piped.items():
+        np.testing.assert_allclose(vector, serial[key], atol=1e-6)
+
+
+def _records(path: Path) -> Any:
+    from storage.readers import read_corpus
+
+    return read_corpus([str(path)])

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+from storage.readers import lone_surrogate
 
 
 class _NotFinite(ValueError):
@@ -44,22 +43,6 @@ def _parse(text: str) -> Any:
         raise json.JSONDecodeError(
             f"number {number[:40]} is not a finite float", text, max(text.find(number), 0)
         ) from exc
-
-
-def lone_surrogate(value: Any) -> str | None:
-    """The first string (key or value) in a parsed JSON value that is not valid Unicode."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if _SURROGATE.search(item):
-                return item
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return None
 
 
 class CheckedRequest(Request):

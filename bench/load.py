@@ -15,19 +15,16 @@ import asyncio
 import itertools
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.common import ROOT, machine
+from bench.common import ROOT, api_server, machine
 
 CORPUS = ROOT / "demo" / "corpus.jsonl"
 QUERIES = ROOT / "demo" / "queries.txt"
@@ -48,49 +45,6 @@ def _documents(count: int) -> list[dict[str, Any]]:
 def _queries() -> list[str]:
     lines = QUERIES.read_text(encoding="utf-8").splitlines()
     return [q.strip() for q in lines if q.strip() and not q.startswith("#")] or ["trains"]
-
-
-@contextmanager
-def _server(data_dir: Path) -> Iterator[str]:
-    """An ``embedq api`` process on a free port, stopped afterwards."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDQ_")}
-    env.update(EMBEDQ_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    log = (data_dir.parent / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                sys.exit(f"embedq api exited with {proc.returncode}; see {log.name}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                sys.exit("embedq api did not start within 120 s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def _wait(client: httpx.Client, job_id: str, timeout: float = 600) -> dict[str, Any]:
@@ -210,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.url:
             tally, job = _measure(args.url.rstrip("/"), headers, args)
         else:
-            with _server(Path(tmp) / "data") as url:
+            with api_server(Path(tmp) / "data", Path(tmp) / "server.log") as (url, _proc):
                 tally, job = _measure(url, headers, args)
     report(tally, args.seconds, job)
     if tally.errors:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -18,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import (
+    api_server,
     bench_runtime,
-    cli_env,
     fill_synthetic,
     machine,
     mib,
@@ -82,35 +80,6 @@ def paired(
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_api(data: Path) -> tuple[subprocess.Popen[bytes], str]:
-    import httpx
-
-    port = free_port()
-    log = (data / "api.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
-        env=cli_env(data),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    sys.exit(f"the API did not start; see {data / 'api.log'}")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench search", description=__doc__)
     parser.add_argument("--chunks", type=int, default=20_000)
@@ -142,7 +111,6 @@ def run(root: Path, chunks: int, queries: list[str], total: int) -> None:
         vector = embedder.encode_texts([query], 256)
         return index.search(vector, K)
 
-    proc, url = start_api(root)
     clients = threading.local()
 
     def over_http(query: str) -> object:
@@ -153,7 +121,7 @@ def run(root: Path, chunks: int, queries: list[str], total: int) -> None:
         response.raise_for_status()
         return response
 
-    try:
+    with api_server(root, root / "api.log") as (url, proc):
         for call in (in_process, over_http):
             load(call, queries, 1, 20)  # warm-up
         rows = []
@@ -165,9 +133,6 @@ def run(root: Path, chunks: int, queries: list[str], total: int) -> None:
                 api = load(over_http, queries, workers, total)
             rows.append((workers, base, api))
         api_rss = peak_rss(proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(30)
     print(f"\n{chunks:,} chunks in the snapshot + 500 above it, k={K}, {total} requests each")
     print("\n| concurrency | in-process p50 / p99 ms, QPS | API p50 / p99 ms, QPS | p50 ratio |")
     print("|---|---|---|---|")

@@ -157,18 +157,14 @@ class IndexWriter:
             held = live is not None and meta is not None and live.file == meta.file
             if not due and not held:
                 # Nothing owed: leave the snapshot on disk unread; searches read the rest.
-                if meta is not None and target > meta.watermark:
-                    self.store.mark_pending(name, meta.watermark)
-                return meta
+                return self._waiting(name, meta, target)
             live = self._current(coll)
             try:
                 if live.watermark < target:
                     self._apply(session, coll, live, target)
                     live.watermark = target
                 if not due or live.published >= live.watermark:
-                    if meta is not None and target > meta.watermark:
-                        self.store.mark_pending(name, meta.watermark)
-                    return meta
+                    return self._waiting(name, meta, target)
                 meta = self.store.publish(
                     name,
                     live.index,
@@ -183,6 +179,13 @@ class IndexWriter:
         live.file, live.published = meta.file, meta.watermark
         # Only what the snapshot holds may be forgotten: a restarted writer replays from it.
         self._purge_tombstones(coll.id, meta.watermark)
+        return meta
+
+    def _waiting(self, name: str, meta: SnapshotMeta | None, target: int) -> SnapshotMeta | None:
+        """No snapshot now: note when changes above the published one began to wait (the
+        interval of the policy counts from then); return the published one."""
+        if meta is not None and target > meta.watermark:
+            self.store.mark_pending(name, meta.watermark)
         return meta
 
     def _current(self, coll: Collection) -> _Live:

@@ -75,11 +75,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_durably(path: Path, data: bytes | memoryview) -> None:
+def _write_durably(path: Path, write: Callable[[Path], object]) -> None:
+    """``write`` a temporary file beside ``path``, fsync it, then rename it into place: a
+    crash leaves either the old file or the new one, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
+    write(tmp)
+    with tmp.open("rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
 
@@ -138,15 +139,10 @@ class IndexStore:
         previous = self.meta(collection)
         name = f"index-{watermark}-{secrets.token_hex(4)}.faiss"
         # Written straight to the file: no second copy of the index in memory.
-        tmp = folder / (name + ".tmp")
-        faiss.write_index(index, str(tmp))
-        with tmp.open("rb+") as fh:
-            os.fsync(fh.fileno())
-        digest = _sha256(tmp)
-        os.replace(tmp, folder / name)
+        _write_durably(folder / name, lambda tmp: faiss.write_index(index, str(tmp)))
         meta = SnapshotMeta(
             file=name,
-            sha256=digest,
+            sha256=_sha256(folder / name),
             model=model,
             dim=index.d,
             metric="cosine",
@@ -156,7 +152,8 @@ class IndexStore:
             created=datetime.now(UTC).isoformat(),
             size=(folder / name).stat().st_size,
         )
-        _write_durably(folder / CURRENT, json.dumps(asdict(meta), indent=1).encode())
+        current = json.dumps(asdict(meta), indent=1).encode()
+        _write_durably(folder / CURRENT, lambda tmp: tmp.write_bytes(current))
         fsync_dir(folder)
         (folder / PENDING).unlink(missing_ok=True)
         # Keep the previous file too: a reader may have just read the old current.json.
@@ -182,7 +179,8 @@ class IndexStore:
             return since
         since = datetime.now(UTC)
         record = {"watermark": watermark, "since": since.isoformat()}
-        _write_durably(self.folder(collection) / PENDING, json.dumps(record).encode())
+        data = json.dumps(record).encode()
+        _write_durably(self.folder(collection) / PENDING, lambda tmp: tmp.write_bytes(data))
         return since
 
     def pending_since(self, collection: str, watermark: int) -> datetime | None:
@@ -215,7 +213,7 @@ class IndexStore:
 class Tail:
     """The rows a snapshot does not hold yet (ids above a floor), grown in place.
 
-    ``extend`` fetches only rows above the last one it holds, so a reader pays for new rows
+    ``read`` fetches only rows above the last one it holds, so a reader pays for new rows
     only. The arrays grow by doubling and are never changed below the rows already handed
     out, so views returned earlier stay valid while other threads extend the tail.
     """

@@ -33,13 +33,24 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-__all__ = ["FORMATS", "CorpusError", "Record", "Rejected", "read_corpus", "record_from_object"]
+__all__ = [
+    "FORMATS",
+    "CorpusError",
+    "Record",
+    "Rejected",
+    "lone_surrogate",
+    "read_corpus",
+    "record_from_object",
+]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 FORMATS: tuple[str, ...] = ("jsonl", "csv", "tsv", "text")
 """Values accepted by ``read_corpus(fmt=...)``."""
@@ -291,7 +302,7 @@ def _json_id(obj: dict[str, Any]) -> tuple[str | None, str | None]:
     doc_id = str(raw)
     if not doc_id.strip():
         return None, "empty id"
-    if not _utf8(doc_id):
+    if lone_surrogate(doc_id) is not None:
         return None, "invalid Unicode in id (a lone surrogate escape)"
     return doc_id, None
 
@@ -311,21 +322,27 @@ def _json_fields_problem(obj: dict[str, Any]) -> str | None:
     meta = obj["meta"] if "meta" in obj else obj.get("metadata")
     if meta is not None and not isinstance(meta, dict):
         return "meta not an object"
-    for field, value in (("text", text), ("title", title)):
-        if isinstance(value, str) and not _utf8(value):
+    for field, value in (("text", text), ("title", title), ("meta", meta)):
+        if lone_surrogate(value) is not None:
             return f"invalid Unicode in {field} (a lone surrogate escape)"
-    if meta is not None and not _utf8(json.dumps(meta, ensure_ascii=False)):
-        return "invalid Unicode in meta (a lone surrogate escape)"
     return None
 
 
-def _utf8(value: str) -> bool:
-    """False for strings JSON can carry but UTF-8 cannot: lone surrogates such as \\ud800."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+def lone_surrogate(value: Any) -> str | None:
+    """The first string (a key or a value, at any depth) that UTF-8 cannot carry: JSON's
+    ``"\\ud800"`` escapes decode to lone surrogates, which no database or tokenizer takes."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
 
 
 # ------------------------------------------------------------------------------- CSV / TSV

@@ -85,6 +85,13 @@ class Cluster:
         assert proc.alive(), proc.output()[-3000:]
         return proc
 
+    def start_all(self) -> None:
+        """An embed worker, the index writer and a default worker, each on its own queue."""
+        for name in ("embed", "index", "default"):
+            self.start(name, name)
+        for name in ("embed", "index", "default"):
+            self.ready(name)
+
     def kill(self, name: str, queue: str) -> Process:
         self.procs[name].kill()
         return self.start(name, queue)
@@ -294,11 +301,7 @@ def test_kill_9_of_workers_and_writer_at_random_moments(cluster: Cluster) -> Non
     docs = short_docs(count, step=3 if count <= 80 else 1)
     corpus = write_jsonl(cluster.tmp / "chaos.jsonl", docs)
     qfile = write_jsonl(cluster.tmp / "q.jsonl", queries(docs))
-    cluster.start("embed", "embed")
-    cluster.start("index", "index")
-    cluster.start("default", "default")
-    for name in ("embed", "index", "default"):
-        cluster.ready(name)
+    cluster.start_all()
 
     producer = Producer(cluster, "chaos")
     per_round = max(2, len(docs) // (kills + 2))
@@ -354,10 +357,7 @@ def test_kill_9_of_workers_and_writer_at_random_moments(cluster: Cluster) -> Non
 def test_redis_flushed_mid_job(cluster: Cluster) -> None:
     client = redis.Redis.from_url(cluster.broker)
     docs = short_docs(40, offset=1)
-    for name in ("embed", "index", "default"):
-        cluster.start(name, name)
-    for name in ("embed", "index", "default"):
-        cluster.ready(name)
+    cluster.start_all()
 
     def submit_and_flush(name: str, part: list[dict[str, Any]]) -> str:
         """Submit, hold the worker inside the first batch (it waits for the collection row),
@@ -410,10 +410,7 @@ def test_postgresql_restarted_mid_job_and_a_permanent_error(cluster: Cluster) ->
     if not Path("/etc/postgresql").is_dir() or shutil.which("pg_ctlcluster") is None:
         pytest.skip("PostgreSQL is not managed by pg_ctlcluster here")
     docs = short_docs(40, offset=2)
-    for name in ("embed", "index", "default"):
-        cluster.start(name, name)
-    for name in ("embed", "index", "default"):
-        cluster.ready(name)
+    cluster.start_all()
     # Hold the collection row so that the worker is inside a batch's write transaction
     # (it waits for the row) when PostgreSQL goes down under it.
     embed = cluster.procs["embed"].proc
@@ -454,10 +451,7 @@ def test_a_batch_that_kills_its_worker_every_time_ends_failed(cluster: Cluster) 
     cap = 3
     cluster.env["EMBEDQ_MAX_ATTEMPTS"] = str(cap)
     docs = short_docs(12, offset=0)
-    for name in ("embed", "index", "default"):
-        cluster.start(name, name)
-    for name in ("embed", "index", "default"):
-        cluster.ready(name)
+    cluster.start_all()
     embed = cluster.procs["embed"].proc
     embed.send_signal(signal.SIGSTOP)  # until the chosen batch's rows are held
     job_id = submit(cluster, "poison", docs)

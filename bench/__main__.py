@@ -4,40 +4,35 @@ corpus). ``gpu-pack`` prepares the GPU run (see bench/gpu.sh)."""
 
 from __future__ import annotations
 
+import importlib
 import sys
-from collections.abc import Callable
 
-from bench import gpu_pack, load, precision, quality, scale, search, throughput, updates
-
-Main = Callable[[list[str] | None], None]
-BENCHES: dict[str, Main] = {
-    "throughput": throughput.main,
-    "precision": precision.main,
-    "updates": updates.main,
-    "search": search.main,
-    "scale": scale.main,
-    "load": load.main,
-    "quality": quality.main,
-}
-TOOLS: dict[str, Main] = {"gpu-pack": gpu_pack.main}
+# Imported only when run, so that one benchmark needs only its own packages (the GPU machine
+# has torch and transformers but not FAISS or the service's packages).
+BENCHES = ("throughput", "precision", "updates", "search", "scale", "load", "quality")
+TOOLS = {"gpu-pack": "gpu_pack"}
 SIZED = ("throughput", "precision", "updates", "search", "scale")  # take --full
 FULL_ONLY = ("quality",)
 
 
+def run(module: str, argv: list[str]) -> None:
+    importlib.import_module(f"bench.{module}").main(argv)
+
+
 def run_all(full: bool) -> None:
-    for name, run in BENCHES.items():
+    for name in BENCHES:
         if name in FULL_ONLY and not full:
             continue
         print(f"== {name}", flush=True)
-        run(["--full"] if full and name in SIZED else [])
+        run(name, ["--full"] if full and name in SIZED else [])
 
 
 def main() -> None:
     args = sys.argv[1:]
     if args and args[0] in BENCHES:
-        BENCHES[args[0]](args[1:])
+        run(args[0], args[1:])
     elif args and args[0] in TOOLS:
-        TOOLS[args[0]](args[1:])
+        run(TOOLS[args[0]], args[1:])
     elif not args or args[0] in ("all", "--full"):
         run_all("--full" in args)
     else:

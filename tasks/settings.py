@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     precision: str = Field("auto", description="auto | fp32 | bf16 | fp16")
     batch_docs: int = Field(64, ge=1, le=10_000, description="documents per embed task")
     batch_tokens: int | None = Field(
-        None, ge=512, description="tokens per forward pass; default 16384 on CUDA, 4096 on CPU"
+        None, ge=512, description="tokens per forward pass; default 65536 on CUDA, 4096 on CPU"
     )
     batch_lease_s: float = Field(
         3600, gt=0, description="a queued batch no worker began for this long is queued again"

@@ -46,6 +46,21 @@ def test_batching_does_not_change_vectors(embedder: Embedder) -> None:
     np.testing.assert_allclose(big, small, atol=2e-5)
 
 
+def test_padding_to_a_multiple_does_not_change_vectors(embedder: Embedder) -> None:
+    """CUDA pads each batch's width to a multiple of 8; the mask must hide the padding."""
+    ids = [
+        w.input_ids for ws in embedder.chunker(64, 8).split_many(["a b c", "d " * 37]) for w in ws
+    ]
+    assert embedder.pad_multiple == 1  # CPUs gain nothing from it
+    plain = embedder.encode_ids(ids)
+    embedder.pad_multiple = 64
+    try:
+        padded = embedder.encode_ids(ids)
+    finally:
+        embedder.pad_multiple = 1
+    np.testing.assert_allclose(padded, plain, atol=2e-5)
+
+
 def test_model_specs() -> None:
     assert canonical_spec(None) == DEFAULT_MODEL
     assert canonical_spec("default") == DEFAULT_MODEL

@@ -7,6 +7,7 @@ SQL. OpenAPI documentation is served at ``/docs``.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -45,7 +46,8 @@ def prepare_database(rt: Runtime) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     provide = app.dependency_overrides.get(deps.runtime, deps.runtime)
-    rt: Runtime = provide()
+    made = provide()
+    rt: Runtime = await made if inspect.isawaitable(made) else made
     await run_in_threadpool(prepare_database, rt)
     runner = JobRunner()
     app.state.runner = runner

@@ -11,8 +11,11 @@ from api.schemas import NAME_PATTERN
 from tasks.runtime import Runtime, get_runtime
 
 
-def runtime() -> Runtime:
-    """The process's runtime (database, index store, models); override it in tests."""
+async def runtime() -> Runtime:
+    """The process's runtime (database, index store, models); override it in tests.
+
+    ``async`` because it never blocks (the runtime is made once, without I/O): a plain
+    function would cost every request a trip through the thread pool."""
     return get_runtime()
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
+import faiss
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -45,7 +48,11 @@ def get_collection(session: Session, name: str) -> Collection:
 
 
 def search(rt: Runtime, name: str, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
-    """Top-``k`` documents per query, best chunk per document, highest score first."""
+    """Top-``k`` documents per query, best chunk per document, highest score first.
+
+    All queries go through one forward pass and one ``index.search``; a query whose first
+    candidates fold to fewer than ``k`` documents (several chunks of one document, deleted
+    chunks) asks the index again for four times as many."""
     if not 1 <= k <= MAX_K:
         raise SearchError(f"k must be between 1 and {MAX_K}")
     with rt.sessions() as session:
@@ -62,11 +69,39 @@ def search(rt: Runtime, name: str, queries: Sequence[str], k: int = 10) -> list[
             lambda after: _rows_after(session, coll, after),
             upto=(coll.id << SEQ_BITS) | coll.seq,
         )
-        fetch = min(max(4 * k, 32), MAX_K * 4)
-        results = []
-        for row in range(len(queries)):
-            results.append(_one(session, snap, qv[row : row + 1], tail_ids, tail_vecs, k, fetch))
+        index = snap[0] if snap else None
+        # FAISS splits one query's scan across threads poorly: 1 thread measured faster.
+        with search_threads(rt.settings.search_threads if len(queries) == 1 else 0):
+            fetch = min(max(4 * k, 32), MAX_K * 4)
+            found = _candidates(index, qv, tail_ids, tail_vecs, fetch)
+            results = []
+            for row in range(len(queries)):
+                ids, scores, exhausted = found[row]
+                hits = _fold(session, ids, scores, k)
+                wider = fetch
+                while len(hits) < k and not exhausted:
+                    wider *= 4
+                    query = qv[row : row + 1]
+                    ((ids, scores, exhausted),) = _candidates(
+                        index, query, tail_ids, tail_vecs, wider
+                    )
+                    hits = _fold(session, ids, scores, k)
+                results.append(hits)
         return results
+
+
+@contextmanager
+def search_threads(threads: int | None) -> Iterator[None]:
+    """FAISS's OpenMP threads for this thread's searches (an OpenMP setting per thread)."""
+    if not threads:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _rows_after(
@@ -90,47 +125,32 @@ def _rows_after(
         after = int(ids[-1])
 
 
-def _one(
-    session: Session,
-    snap: tuple[object, object] | None,
-    query: np.ndarray,
-    tail_ids: np.ndarray,
-    tail_vecs: np.ndarray,
-    k: int,
-    fetch: int,
-) -> list[Hit]:
-    while True:
-        ids, scores, exhausted = _candidates(snap, query, tail_ids, tail_vecs, fetch)
-        hits = _fold(session, ids, scores, k)
-        if len(hits) >= k or exhausted:
-            return hits
-        fetch *= 4
-
-
 def _candidates(
-    snap: tuple[object, object] | None,
-    query: np.ndarray,
+    index: Any,
+    queries: np.ndarray,
     tail_ids: np.ndarray,
     tail_vecs: np.ndarray,
     fetch: int,
-) -> tuple[np.ndarray, np.ndarray, bool]:
-    ids = [tail_ids]
-    scores = [tail_vecs @ query[0]]
-    exhausted = True
-    if snap is not None:
-        index = snap[0]
-        n = int(index.ntotal)  # type: ignore[attr-defined]
-        take = min(fetch, n)
+) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+    """Per query: the best ``fetch`` chunk ids of snapshot and tail, best first, and whether
+    nothing else is left to ask for."""
+    n = int(index.ntotal) if index is not None else 0
+    take = min(fetch, n)
+    if take:
+        snap_scores, snap_ids = index.search(queries, take)
+    tail_scores = queries @ tail_vecs.T
+    out = []
+    for row in range(len(queries)):
+        ids, scores = tail_ids, tail_scores[row]
         if take:
-            s, i = index.search(query, take)  # type: ignore[attr-defined]
-            keep = i[0] >= 0
-            ids.append(i[0][keep])
-            scores.append(s[0][keep])
-        exhausted = take >= n
-    all_ids = np.concatenate(ids)
-    all_scores = np.concatenate(scores)
-    order = np.argsort(-all_scores, kind="stable")
-    return all_ids[order], all_scores[order], exhausted
+            keep = snap_ids[row] >= 0
+            ids = np.concatenate([ids, snap_ids[row][keep]])
+            scores = np.concatenate([scores, snap_scores[row][keep]])
+        order = np.argsort(-scores, kind="stable")
+        exhausted = take >= n and len(order) <= fetch
+        order = order[:fetch]
+        out.append((ids[order], scores[order], exhausted))
+    return out
 
 
 def _fold(session: Session, ids: np.ndarray, scores: np.ndarray, k: int) -> list[Hit]:

@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
 def run(root: Path, chunks: int, queries: list[str], total: int) -> None:
     import httpx
 
+    from api.search import search_threads
+
     rt = bench_runtime(root)
     fill_synthetic(rt, "bench", chunks)
     meta = rt.writer.catch_up("bench", force=True)
@@ -107,9 +109,12 @@ def run(root: Path, chunks: int, queries: list[str], total: int) -> None:
     index, meta = rt.store.load("bench", model=meta.model, dim=meta.dim)
     embedder = rt.embedder(meta.model)
 
+    threads = rt.settings.search_threads  # FAISS threads for one query, as the API uses
+
     def in_process(query: str) -> object:
         vector = embedder.encode_texts([query], 256)
-        return index.search(vector, K)
+        with search_threads(threads):
+            return index.search(vector, K)
 
     clients = threading.local()
 
@@ -134,6 +139,7 @@ def run(root: Path, chunks: int, queries: list[str], total: int) -> None:
             rows.append((workers, base, api))
         api_rss = peak_rss(proc.pid)
     print(f"\n{chunks:,} chunks in the snapshot + 500 above it, k={K}, {total} requests each")
+    print(f"FAISS threads for one query: {threads or 'FAISS default'} (EMBEDQ_SEARCH_THREADS)")
     print("\n| concurrency | in-process p50 / p99 ms, QPS | API p50 / p99 ms, QPS | p50 ratio |")
     print("|---|---|---|---|")
     for workers, base, api in rows:

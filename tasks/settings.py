@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     publish_interval_s: float = Field(
         300, ge=0, description="... or when the oldest unpublished change is this old"
     )
+    search_threads: int = Field(
+        1, ge=0, description="FAISS threads for a one-query search; 0 = FAISS's default"
+    )
     api_keys: bool = Field(False, description="require an API key on every route but /healthz")
     max_body_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="largest request body the API reads (413)"

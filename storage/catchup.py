@@ -26,6 +26,10 @@ from storage.models import SEQ_BITS, Chunk, Collection, Tombstone
 log = logging.getLogger(__name__)
 PAGE = 20_000
 TRAIN_SAMPLE = 100_000
+TRAIN_PER_LIST = 64
+"""FAISS wants 39 to 256 training vectors per inverted list."""
+TRAIN_MAX = 1_000_000
+IN_PAGE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +92,22 @@ def _chunk_pages(
             [r.vector for r in rows],
         )
         last = rows[-1].id
+
+
+def train_size(index: faiss.Index) -> int:
+    """Training vectors for ``index``: TRAIN_PER_LIST per inverted list, at least
+    TRAIN_SAMPLE (enough for PQ codebooks), at most TRAIN_MAX (1.5 GB at 384 dimensions)."""
+    ivf = faiss.try_extract_index_ivf(index)
+    lists = int(ivf.nlist) if ivf is not None else 0
+    return min(max(TRAIN_SAMPLE, TRAIN_PER_LIST * lists), TRAIN_MAX)
+
+
+def sample_ids(ids: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` of ``ids`` drawn uniformly without replacement (all when there are fewer),
+    ascending; the same draw for the same seed, so a rebuild trains alike."""
+    if len(ids) <= n:
+        return ids
+    return np.sort(np.random.default_rng(seed).choice(ids, n, replace=False))
 
 
 class IndexWriter:
@@ -236,17 +256,23 @@ class IndexWriter:
 
     @staticmethod
     def _train(session: Session, coll: Collection, index: faiss.Index, target: int) -> None:
-        """Train on up to TRAIN_SAMPLE vectors, copied page by page into one array."""
-        sample = np.empty((TRAIN_SAMPLE, coll.dim), dtype=np.float32)
-        n = 0
-        for _ids, blobs in _chunk_pages(session, coll.id, 0, target):
-            take = min(len(blobs), TRAIN_SAMPLE - n)
-            sample[n : n + take] = vectors_from_rows(blobs[:take], coll.dim)
-            n += take
-            if n >= TRAIN_SAMPLE:
-                break
-        if not n:
+        """Train on a uniform sample of the collection's rows (ids first, then only the
+        sampled vectors), sized by :func:`train_size`, in one preallocated array."""
+        base = coll.id << SEQ_BITS
+        ids = np.fromiter(
+            session.scalars(select(Chunk.id).where(Chunk.id > base, Chunk.id <= base | target)),
+            dtype=np.int64,
+        )
+        if not len(ids):
             raise SnapshotError(f"index {coll.index_factory!r} needs vectors to train on")
+        chosen = sample_ids(ids, train_size(index), seed=coll.id)
+        sample = np.empty((len(chosen), coll.dim), dtype=np.float32)
+        n = 0
+        for start in range(0, len(chosen), IN_PAGE):
+            part = chosen[start : start + IN_PAGE].tolist()
+            blobs = session.scalars(select(Chunk.vector).where(Chunk.id.in_(part))).all()
+            sample[n : n + len(blobs)] = vectors_from_rows(list(blobs), coll.dim)
+            n += len(blobs)
         index.train(sample[:n])
 
     def _purge_tombstones(self, collection_id: int, upto: int) -> None:

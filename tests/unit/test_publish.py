@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import faiss
 import numpy as np
 import pytest
 from sqlalchemy import select
@@ -288,3 +289,49 @@ def test_an_index_that_cannot_delete_is_rebuilt_without_the_deleted_chunks(
     rows = chunk_rows(sessions, cid)
     assert index.ntotal == len(rows) and index_ids(index) == set(rows)
     assert meta is not None and meta.count == 18
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+def test_train_size_follows_the_list_count() -> None:
+    from storage.catchup import TRAIN_MAX, TRAIN_SAMPLE, train_size
+    from storage.index_store import new_index
+
+    assert train_size(new_index(DIM, "Flat")) == TRAIN_SAMPLE
+    assert train_size(new_index(DIM, "IVF64,PQ4")) == TRAIN_SAMPLE
+    assert train_size(new_index(DIM, "IVF4096,Flat")) == 64 * 4096
+    assert train_size(new_index(DIM, "IVF65536,Flat")) == TRAIN_MAX
+
+
+def test_training_sample_is_uniform_and_repeatable() -> None:
+    from storage.catchup import sample_ids
+
+    ids = np.arange(1_000_000, dtype=np.int64)
+    chosen = sample_ids(ids, 1000, seed=7)
+    assert len(chosen) == len(set(chosen.tolist())) == 1000
+    assert np.all(np.diff(chosen) > 0)
+    assert chosen[0] < 10_000 and chosen[-1] > 990_000  # spread, not the first rows
+    assert np.array_equal(chosen, sample_ids(ids, 1000, seed=7))
+    assert sample_ids(ids[:10], 1000, seed=7).tolist() == list(range(10))
+
+
+def test_an_ivf_collection_trains_on_its_rows_and_finds_them(
+    sessions: Sessions, store: IndexStore, rng: np.random.Generator
+) -> None:
+    from storage.models import Collection
+
+    cid = make_collection(sessions, "ivf")
+    with transaction(sessions, write=True) as s:
+        s.get_one(Collection, cid).index_factory = "IVF4,Flat"
+    writer = writer_for(sessions, store, rows=0, fraction=0.0)
+    index_texts(sessions, cid, texts("a", 40), rng, n=2)
+    meta = writer.catch_up("ivf", force=True)
+    index, _ = store.load("ivf", model=MODEL, dim=DIM)
+    rows = chunk_rows(sessions, cid)
+    assert meta is not None and meta.count == 80 == len(rows)
+    assert index.is_trained and index_ids(index) == set(rows)
+    faiss.extract_index_ivf(index).nprobe = 4  # every list: exact
+    some = list(rows.items())[:5]
+    _, found = index.search(np.stack([vec for _, (_, vec) in some]), 1)
+    assert found[:, 0].tolist() == [chunk for chunk, _ in some]

@@ -271,14 +271,19 @@ def test_search_tail_reads_only_new_rows(
     assert all(np.array_equal(vecs[i], rows[int(c)][1]) for i, c in enumerate(ids))
 
 
+def collection_of_type(sessions: Sessions, name: str, factory: str) -> int:
+    from storage.models import Collection
+
+    cid = make_collection(sessions, name)
+    with transaction(sessions, write=True) as s:
+        s.get_one(Collection, cid).index_factory = factory
+    return cid
+
+
 def test_an_index_that_cannot_delete_is_rebuilt_without_the_deleted_chunks(
     sessions: Sessions, store: IndexStore, rng: np.random.Generator
 ) -> None:
-    from storage.models import Collection
-
-    cid = make_collection(sessions, "h")
-    with transaction(sessions, write=True) as s:
-        s.get_one(Collection, cid).index_factory = "HNSW8"
+    cid = collection_of_type(sessions, "h", "HNSW8")
     writer = writer_for(sessions, store, rows=0, fraction=0.0)
     index_texts(sessions, cid, texts("a", 10), rng, n=2)
     writer.catch_up("h")
@@ -319,11 +324,7 @@ def test_training_sample_is_uniform_and_repeatable() -> None:
 def test_an_ivf_collection_trains_on_its_rows_and_finds_them(
     sessions: Sessions, store: IndexStore, rng: np.random.Generator
 ) -> None:
-    from storage.models import Collection
-
-    cid = make_collection(sessions, "ivf")
-    with transaction(sessions, write=True) as s:
-        s.get_one(Collection, cid).index_factory = "IVF4,Flat"
+    cid = collection_of_type(sessions, "ivf", "IVF4,Flat")
     writer = writer_for(sessions, store, rows=0, fraction=0.0)
     index_texts(sessions, cid, texts("a", 40), rng, n=2)
     meta = writer.catch_up("ivf", force=True)

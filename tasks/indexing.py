@@ -32,8 +32,9 @@ from storage.jobs import (
 from storage.models import BatchState, Collection, Document, Job, JobBatch
 from storage.readers import Record, Rejected
 from tasks.runtime import Runtime
-from workers.chunking import Window
+from workers.chunking import Window, text_room, window_settings
 from workers.models import ModelError, canonical_spec
+from workers.shape import read_shape
 
 log = logging.getLogger(__name__)
 
@@ -65,23 +66,35 @@ def ensure_collection(rt: Runtime, spec: CollectionSpec) -> Collection:
             return coll
     model = canonical_spec(spec.model or rt.settings.model)
     try:
-        embedder = rt.embedder(model)
-        chunker = embedder.chunker(spec.chunk_tokens, spec.overlap)
+        dim, chunk_tokens, overlap = _collection_shape(rt, model, spec)
     except (ModelError, ValueError) as exc:
         raise JobInputError(str(exc)) from exc
     with rt.sessions.begin() as session:
         coll = Collection(
             name=spec.name,
             model=model,
-            dim=embedder.dim,
-            chunk_tokens=chunker.max_tokens,
-            overlap=chunker.overlap,
+            dim=dim,
+            chunk_tokens=chunk_tokens,
+            overlap=overlap,
             metric="cosine",
             index_factory=spec.index_factory,
             seq=0,
         )
         session.add(coll)
     return coll
+
+
+def _collection_shape(rt: Runtime, model: str, spec: CollectionSpec) -> tuple[int, int, int]:
+    """Dimension, window and overlap of a new collection: from the model folder's files when
+    they say enough (a producer then never loads the model), else from the loaded model."""
+    shape = read_shape(model)
+    if shape is None:
+        embedder = rt.embedder(model)
+        chunker = embedder.chunker(spec.chunk_tokens, spec.overlap)
+        return embedder.dim, chunker.max_tokens, chunker.overlap
+    size, overlap = window_settings(shape.max_tokens, spec.chunk_tokens, spec.overlap)
+    text_room(size, shape.special, overlap)
+    return shape.dim, size, overlap
 
 
 def _check_matches(coll: Collection, spec: CollectionSpec) -> None:

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from workers.models import ModelError
+
 
 @dataclass(frozen=True, slots=True)
 class Window:
@@ -51,6 +53,26 @@ def special_affixes(backend: Any) -> tuple[list[int], list[int]]:
     raise ValueError("cannot locate the text between the tokenizer's special tokens")
 
 
+def text_room(max_tokens: int, special: int, overlap: int) -> int:
+    """Text tokens per window of ``max_tokens`` with ``special`` tokens around it; a
+    ValueError when the window or the overlap cannot work."""
+    size = max_tokens - special
+    if size <= 0:
+        raise ValueError(f"window of {max_tokens} tokens leaves no room for text")
+    if not 0 <= overlap < size:
+        raise ValueError(f"overlap must be between 0 and {size - 1}, got {overlap}")
+    return size
+
+
+def window_settings(limit: int, chunk_tokens: int | None, overlap: int | None) -> tuple[int, int]:
+    """Window size and overlap asked for, defaulting to the model's ``limit`` and an eighth
+    of the window; a window above the limit is an error."""
+    size = chunk_tokens or limit
+    if size > limit:
+        raise ModelError(f"--chunk-tokens {size} exceeds the model's limit of {limit} tokens")
+    return size, size // 8 if overlap is None else overlap
+
+
 class Chunker:
     """Windows of at most ``max_tokens`` tokens, special tokens included."""
 
@@ -64,11 +86,7 @@ class Chunker:
         self._prefix, self._suffix = special_affixes(backend)
         self.special = len(self._prefix) + len(self._suffix)
         self.max_tokens = max_tokens
-        self.size = max_tokens - self.special
-        if self.size <= 0:
-            raise ValueError(f"window of {max_tokens} tokens leaves no room for text")
-        if not 0 <= overlap < self.size:
-            raise ValueError(f"overlap must be between 0 and {self.size - 1}, got {overlap}")
+        self.size = text_room(max_tokens, self.special, overlap)
         self.overlap = overlap
 
     def split(self, text: str) -> list[Window]:

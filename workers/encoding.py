@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from workers.chunking import Chunker
+from workers.chunking import Chunker, window_settings
 from workers.models import (
     MAX_WINDOW,
     ModelError,
@@ -89,12 +89,8 @@ class Embedder:
 
     def chunker(self, chunk_tokens: int | None = None, overlap: int | None = None) -> Chunker:
         """A chunker for this model; defaults: the model's limit and an eighth of it."""
-        size = chunk_tokens or self.max_tokens
-        if size > self.max_tokens:
-            raise ModelError(
-                f"--chunk-tokens {size} exceeds the model's limit of {self.max_tokens} tokens"
-            )
-        return Chunker(self.tokenizer, size, size // 8 if overlap is None else overlap)
+        size, overlap = window_settings(self.max_tokens, chunk_tokens, overlap)
+        return Chunker(self.tokenizer, size, overlap)
 
     @torch.inference_mode()
     def encode_ids(

@@ -18,6 +18,7 @@ from workers.models import (
     choose_precision,
     offline,
     resolve_path,
+    window_limit,
 )
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class Embedder:
             raise ModelError(f"model {spec!r} does not report its embedding dimension")
         self.dim = int(dim)
         positions = getattr(self._hf_config(), "max_position_embeddings", MAX_WINDOW)
-        self.max_tokens = min(model.max_seq_length or MAX_WINDOW, positions, MAX_WINDOW)
+        self.max_tokens = window_limit(model.max_seq_length, positions)
         self.batch_tokens = CPU_BATCH_TOKENS if self.device == "cpu" else GPU_BATCH_TOKENS
         # Tensor cores want dimensions in multiples of 8; CPUs gain nothing from the padding.
         self.pad_multiple = 1 if self.device == "cpu" else 8

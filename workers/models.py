@@ -19,6 +19,12 @@ class ModelError(Exception):
     """A model spec that cannot be resolved or loaded."""
 
 
+def window_limit(max_seq_length: int | None, positions: int) -> int:
+    """The longest window a model takes: its sentence-transformers limit, its position
+    table and embedq's cap, whichever is least."""
+    return min(max_seq_length or MAX_WINDOW, positions, MAX_WINDOW)
+
+
 def canonical_spec(spec: str | None) -> str:
     """The name stored for a spec: aliases of the bundled model collapse to one name."""
     if spec is None or spec.strip().lower() in _DEFAULT_ALIASES:

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workers.models import MAX_WINDOW, ModelError, resolve_path
+from tokenizers import Tokenizer
+
+from workers.chunking import special_affixes
+from workers.models import MAX_WINDOW, ModelError, resolve_path, window_limit
 
 TRANSFORMER = "sentence_transformers.models.Transformer"
 POOLING = "sentence_transformers.models.Pooling"
@@ -64,16 +67,12 @@ def read_shape(spec: str | None) -> ModelShape | None:
         if not limit or dim != int(config["hidden_size"]):
             return None
         positions = int(config.get("max_position_embeddings", MAX_WINDOW))
-        return ModelShape(dim, min(int(limit), positions, MAX_WINDOW), _special_tokens(base))
+        return ModelShape(dim, window_limit(int(limit), positions), _special_tokens(base))
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
 
 
 def _special_tokens(folder: Path) -> int:
-    from tokenizers import Tokenizer
-
-    from workers.chunking import special_affixes
-
     backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
     backend.no_truncation()
     backend.no_padding()

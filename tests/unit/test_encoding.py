@@ -53,11 +53,18 @@ def test_padding_to_a_multiple_does_not_change_vectors(embedder: Embedder) -> No
     ]
     assert embedder.pad_multiple == 1  # CPUs gain nothing from it
     plain = embedder.encode_ids(ids)
-    embedder.pad_multiple = 64
+    model, widths = embedder.model, []
+
+    def spy(features: dict) -> dict:
+        widths.append(features["input_ids"].shape[1])
+        return model(features)
+
+    embedder.pad_multiple, embedder.model = 64, spy
     try:
         padded = embedder.encode_ids(ids)
     finally:
-        embedder.pad_multiple = 1
+        embedder.pad_multiple, embedder.model = 1, model
+    assert widths and all(w % 64 == 0 for w in widths)  # the padding did happen
     np.testing.assert_allclose(padded, plain, atol=2e-5)
 
 

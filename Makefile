@@ -21,21 +21,28 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Every query in one process: the model loads once.
 demo: install
 	$(BIN)/embedq index demo/corpus.jsonl --collection demo
-	@while IFS= read -r q; do \
-		[ -n "$$q" ] || continue; \
-		printf '\n$$ embedq search demo "%s" -k 3\n' "$$q"; \
-		$(BIN)/embedq search demo "$$q" -k 3; \
-	done < demo/queries.txt
+	$(BIN)/embedq search demo --queries demo/queries.txt -k 3
+	@printf '\nNext, try:\n'
+	@printf '  source $(VENV)/bin/activate                  # puts embedq on PATH in this shell\n'
+	@printf '  embedq search demo "your own question" -k 5\n'
+	@printf '  embedq cluster demo --k-range 8-14 --plot clusters.png\n'
+	@printf '  embedq index YOUR_FOLDER --collection mine   # .txt/.md files, JSONL or CSV\n'
 
 services:
 	scripts/services.sh
 
+# mypy reads the sources as the installed package has them: build/typecheck/embedq/{api,...}
+# (hard links, laid anew each run, so new and removed files are seen).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	rm -rf build/typecheck && mkdir -p build/typecheck/embedq
+	for p in api tasks workers storage; do cp -rl $$p build/typecheck/embedq/$$p; done
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 unit: install
 	$(PY) -m pytest -q tests/unit

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import HTTPException, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from api.background import JobRunner
-from api.operations import _hand_on
-from api.schemas import CollectionName
-from tasks.analysis import AnalysisError, create_analysis_job, run_analysis_job
-from tasks.dispatch import InlineDispatcher, dispatcher_for
-from tasks.runtime import Runtime
+from embedq.api.model_policy import check_model
+from embedq.api.schemas import CollectionName
+from embedq.tasks import analysis
+from embedq.tasks.dispatch import Dispatcher
+from embedq.tasks.errors import BadInput
+from embedq.tasks.runtime import Runtime
+from embedq.workers.clustering import check_k_range
+from embedq.workers.constants import DEFAULT_TEMPLATE, Strategy
+from embedq.workers.templates import check_template
 
 Texts = Annotated[list[Annotated[str, Field(max_length=100_000)]], Field(max_length=10_000)]
-Strategy = Literal["sentence-transformers", "mean", "cls", "pooler", "second-to-last"]
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _allowed_model(self) -> _Body:
+        check_model(getattr(self, "model", None))
+        return self
 
     def params(self) -> dict[str, Any]:
         return self.model_dump(exclude={"kind"}, exclude_none=True)
@@ -44,8 +49,13 @@ class ZeroShotJob(_Body):
     labels: Annotated[list[str], Field(min_length=2, max_length=1000)]
     backend: Literal["embedding", "nli"] = "embedding"
     model: str | None = None
-    template: str = "This text is about {}."
+    template: str = DEFAULT_TEMPLATE
     multi_label: bool = False
+
+    @field_validator("template")
+    @classmethod
+    def _literal_template(cls, value: str) -> str:
+        return check_template(value)
 
 
 class WordsJob(_Body):
@@ -62,6 +72,13 @@ class ClusterJob(_Body):
     k: Annotated[int, Field(ge=2, le=10_000)] | None = None
     k_range: Annotated[list[int], Field(min_length=2, max_length=2)] | None = None
     threshold: Annotated[float, Field(gt=0, le=2)] | None = None
+
+    @field_validator("k_range")
+    @classmethod
+    def _bounded_range(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None:
+            check_k_range(value[0], value[1])
+        return value
 
 
 class ExportJob(_Body):
@@ -96,10 +113,6 @@ ANALYSIS_BODIES: dict[str, type[_Body]] = {
 }
 
 
-def _run_here(rt: Runtime, job_id: str) -> None:
-    run_analysis_job(rt, job_id)
-
-
 def datasets_dir(rt: Runtime) -> Path:
     """Where evaluation data named over HTTP must live: ``<data dir>/datasets``."""
     return rt.settings.data_dir / "datasets"
@@ -114,27 +127,18 @@ def _confine(rt: Runtime, params: dict[str, Any]) -> dict[str, Any]:
     for key in ("file", "dir"):
         if key in params:
             root = datasets_dir(rt).resolve()
+            refused = BadInput(f"{key} must name a path inside {root} (relative to it)")
+            # Before resolve(), which raises ValueError on a NUL character.
+            if "\x00" in str(params[key]):
+                raise refused
             path = (root / str(params[key])).resolve()
-            if "\x00" in str(params[key]) or not path.is_relative_to(root):
-                raise HTTPException(
-                    status.HTTP_422_UNPROCESSABLE_CONTENT,
-                    f"{key} must name a path inside {root} (relative to it)",
-                )
+            if not path.is_relative_to(root):
+                raise refused
             params[key] = str(path)
     return params
 
 
-def start_analysis(rt: Runtime, runner: JobRunner, body: _Body) -> str:
+def start_analysis(rt: Runtime, dispatcher: Dispatcher, body: _Body) -> str:
     """Create the job and hand it on: to its queue, or to the in-process runner."""
     kind = str(getattr(body, "kind", ""))
-    try:
-        job_id = create_analysis_job(rt, kind, _confine(rt, body.params()))
-    except AnalysisError as exc:
-        code = status.HTTP_404_NOT_FOUND if "no collection" in str(exc) else 422
-        raise HTTPException(code, str(exc)) from exc
-    dispatcher = dispatcher_for(rt, job_id)
-    if isinstance(dispatcher, InlineDispatcher):
-        runner.submit(rt, job_id, partial(_run_here, rt, job_id))
-    else:
-        _hand_on(rt, job_id, partial(dispatcher.analyse, job_id, kind))
-    return job_id
+    return analysis.start_analysis(rt, dispatcher, kind, _confine(rt, body.params()))

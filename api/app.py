@@ -17,13 +17,17 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
-from api import deps, job_routes, routes
-from api.auth import require_key
-from api.background import JobRunner
-from api.limits import BodyLimit
-from storage.schema import ensure_ready
-from tasks.runtime import Runtime
-from tasks.settings import get_settings
+from embedq.api import collection_routes, deps, errors, job_routes, metrics, routes, search_routes
+from embedq.api.auth import require_key
+from embedq.api.background import JobRunner
+from embedq.api.gate import KeyGate
+from embedq.api.interrupted import fail_interrupted, remove_orphan_uploads
+from embedq.api.limits import BodyLimit
+from embedq.storage.schema import ensure_ready
+from embedq.tasks.callbacks import start_watcher
+from embedq.tasks.dispatch import dispatcher_for
+from embedq.tasks.runtime import Runtime
+from embedq.tasks.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +43,9 @@ and a record in them over 8 MiB becomes an error of the job.
 
 
 def prepare_database(rt: Runtime) -> None:
-    """Make sure the schema is current before serving."""
+    """Make sure the schema is current before serving; fail what the last stop interrupted."""
     ensure_ready(rt.sessions.kw["bind"])
+    fail_interrupted(rt)
 
 
 @asynccontextmanager
@@ -51,10 +56,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await run_in_threadpool(prepare_database, rt)
     runner = JobRunner()
     app.state.runner = runner
+    # Made once now, so that the first request does not pay for loading the broker client.
+    await run_in_threadpool(dispatcher_for, rt, runner)
+    watcher = start_watcher(rt)
     try:
         yield
     finally:
+        watcher.stop()
         runner.shutdown()
+        # Uploads whose job never started were failed by the runner: remove their files.
+        await run_in_threadpool(remove_orphan_uploads, rt)
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -85,8 +96,14 @@ def create_app(max_body_bytes: int | None = None) -> FastAPI:
     app.include_router(routes.health_router)
     app.include_router(routes.router, dependencies=keyed)
     app.include_router(job_routes.router, dependencies=keyed)
+    app.include_router(metrics.router, dependencies=keyed)
+    app.include_router(collection_routes.router, dependencies=keyed)
+    app.include_router(search_routes.router, dependencies=keyed)
     limit = max_body_bytes if max_body_bytes is not None else get_settings().max_body_bytes
     app.add_middleware(BodyLimit, max_bytes=limit)
+    app.add_middleware(metrics.RequestMetrics)
+    errors.install(app)
+    app.add_middleware(KeyGate)  # added last: runs first, before the body limit
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(Exception, _internal_error)
     return app

@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-from storage.readers import lone_surrogate
+from embedq.storage.readers import lone_surrogate
 
 
 class _NotFinite(ValueError):

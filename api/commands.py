@@ -4,26 +4,40 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from api.search import SearchError, get_collection
-from api.search import search as run_search
-from storage.index_store import check_collection_name
-from storage.jobs import cancel_job, job_errors, job_view, list_jobs
-from storage.models import Document, Job, JobStatus
-from storage.schema import SchemaNotReady, ensure_ready, upgrade
-from tasks.indexing import CollectionSpec, JobInputError
-from tasks.producer import follow, submit_index_job
-from tasks.runtime import Runtime, get_runtime
-from workers.models import ModelError
+from embedq.api import guards
+from embedq.api.exposure import start_problem
+from embedq.api.output import print_table
+from embedq.storage.collections import find_collection
+from embedq.storage.index_store import check_collection_name
+from embedq.storage.models import JobStatus
+from embedq.storage.schema import ensure_ready, upgrade
+from embedq.tasks import job_control, joblist
+from embedq.tasks.broker import CeleryBroker
+from embedq.tasks.collection_setup import CollectionSpec
+from embedq.tasks.dispatch import dispatcher_for, require_broker
+from embedq.tasks.errors import BadInput, Conflict, NotFound
+from embedq.tasks.logs import logging_config
+from embedq.tasks.names import EMBED_QUEUE, INDEX_QUEUE, QUEUES
+from embedq.tasks.producer import follow, submit_index_job
+from embedq.tasks.reconcile import reconcile
+from embedq.tasks.runtime import Runtime, get_runtime
+from embedq.tasks.search import SearchError, SearchOptions
+from embedq.tasks.search import search as run_search
+from embedq.tasks.worker_pool import worker_pool
 
 
-class UserError(Exception):
-    """Something the user can fix; printed as one line, exit status 2."""
+def _refuse_unsafe_start(service: str, host: str | None, insecure: bool = False) -> None:
+    """Refuse placeholder secrets, and an open API off loopback, before touching anything."""
+    problem = start_problem(service, host, get_runtime().settings, insecure=insecure)
+    if problem is not None:
+        raise BadInput(problem)
 
 
 def _out(value: Any) -> None:
@@ -31,13 +45,16 @@ def _out(value: Any) -> None:
     sys.stdout.write("\n")
 
 
-def ready_runtime() -> Runtime:
-    """The process runtime with a schema that is up to date (SQLite is upgraded in place)."""
+def ready_runtime(*, read_only: bool = False) -> Runtime:
+    """The process runtime with a schema that is up to date (SQLite is upgraded in place).
+
+    ``read_only``: a command that only reads refuses to start where there is no database,
+    rather than create an empty one in whatever folder it was run from.
+    """
     rt = get_runtime()
-    try:
-        ensure_ready(rt.sessions.kw["bind"])
-    except SchemaNotReady as exc:
-        raise UserError(str(exc)) from exc
+    if read_only and (problem := guards.missing_database(rt)):
+        raise NotFound(problem)
+    ensure_ready(rt.sessions.kw["bind"])
     return rt
 
 
@@ -52,33 +69,50 @@ def index(args: argparse.Namespace) -> int:
     try:
         check_collection_name(args.collection)
     except ValueError as exc:
-        raise UserError(str(exc)) from exc
+        raise BadInput(str(exc)) from exc
     rt = ready_runtime()
-    spec = CollectionSpec(args.collection, args.model, args.chunk_tokens, args.overlap)
+    spec = CollectionSpec(
+        args.collection, args.model, args.chunk_tokens, args.overlap, args.index or "Flat"
+    )
+    _check_index_type(rt, args.collection, args.index)
     stdin = sys.stdin.buffer if "-" in args.paths else None
-    try:
-        job_id = submit_index_job(
-            rt, spec, args.paths, fmt=args.format, stdin=stdin, progress=not args.quiet
-        )
-    except (JobInputError, ModelError) as exc:
-        raise UserError(str(exc)) from exc
-    if rt.settings.broker_url and not args.wait:
+    job_id = submit_index_job(
+        rt,
+        spec,
+        args.paths,
+        fmt=args.format,
+        stdin=stdin,
+        stdin_id=getattr(args, "stdin_id", None),
+        progress=not args.quiet,
+    )
+    # Embedded, the job has finished here; with a broker it runs on the workers.
+    finished = JobStatus(job_control.describe(rt, job_id)["status"]).finished
+    if not finished and not args.wait:
         if args.json:
             return show_job(rt, job_id, as_json=True, with_errors=True)
         print(job_id)
         return 0
-    if rt.settings.broker_url:
+    if not finished:
         follow(rt, job_id, progress=not args.quiet)
     return show_job(rt, job_id, as_json=args.json, with_errors=True)
 
 
-def show_job(rt: Runtime, job_id: str, *, as_json: bool, with_errors: bool) -> int:
+def _check_index_type(rt: Runtime, name: str, factory: str | None) -> None:
+    """``--index`` names the index type of a new collection; an existing one keeps its own."""
+    if factory is None:
+        return
     with rt.sessions() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise UserError(f"no job {job_id!r}")
-        view = job_view(session, job)
-        errors = job_errors(session, job_id) if with_errors else []
+        coll = find_collection(session, name)
+    if coll is not None and coll.index_factory != factory:
+        raise BadInput(
+            f"collection {name!r} uses index={coll.index_factory}, not {factory}; "
+            f"change it with: embedq collections reindex {name} --index {factory}"
+        )
+
+
+def show_job(rt: Runtime, job_id: str, *, as_json: bool, with_errors: bool) -> int:
+    view = job_control.describe(rt, job_id, with_errors=with_errors)
+    errors = view.pop("errors", [])
     if as_json:
         _out({**view, "errors": errors})
     else:
@@ -108,7 +142,8 @@ def _print_job(view: dict[str, Any], errors: list[dict[str, Any]]) -> None:
 
 
 def jobs(args: argparse.Namespace) -> int:
-    rt = ready_runtime()
+    rt = ready_runtime(read_only=args.action != "resume")
+    args.job_id = _full_job_id(rt, args.job_id)
     if args.action == "resume":
         return resume_jobs(rt, args)
     if args.action == "reconcile":
@@ -117,40 +152,59 @@ def jobs(args: argparse.Namespace) -> int:
         return cancel(rt, args)
     if args.action == "show":
         if not args.job_id:
-            raise UserError("jobs show needs a JOB_ID")
+            raise BadInput("jobs show needs a JOB_ID")
         return show_job(rt, args.job_id, as_json=args.json, with_errors=True)
-    with rt.sessions() as session:
-        views = [job_view(session, j) for j in list_jobs(session, args.limit)]
+    page = joblist.list_jobs(
+        rt,
+        status=args.status,
+        collection=args.collection,
+        kind=args.kind,
+        limit=args.limit,
+        cursor=args.cursor,
+    )
     if args.json:
-        _out(views)
+        _out(page)
         return 0
-    for v in views:
-        p = v["progress"]
-        print(
-            f"{v['id']}  {v['kind']:<8} {v['status']:<10} {v['collection'] or '-':<20} "
-            f"{p['done']}/{p['total']}  {v['created_at']}"
-        )
+    if not page["jobs"]:
+        print("no jobs")
+        return 0
+    print_table(
+        ["id", "kind", "status", "collection", "done", "created"],
+        [
+            [
+                v["id"],
+                v["kind"],
+                v["status"],
+                v["collection"],
+                f"{v['progress']['done']}/{v['progress']['total']}",
+                v["created_at"],
+            ]
+            for v in page["jobs"]
+        ],
+    )
+    if page["next"]:
+        print(f"... more: embedq jobs --cursor {page['next']}")
     return 0
+
+
+def _full_job_id(rt: Runtime, given: str | None) -> str | None:
+    """The id of the job that ``given`` names: the id, or a prefix of it only one job has."""
+    return joblist.resolve_job_id(rt, given) if given else given
 
 
 def cancel(rt: Runtime, args: argparse.Namespace) -> int:
     if not args.job_id:
-        raise UserError("jobs cancel needs a JOB_ID")
-    with rt.sessions.begin() as session:
-        session.connection(execution_options={"sqlite_immediate": True})
-        if session.get(Job, args.job_id) is None:
-            raise UserError(f"no job {args.job_id!r}")
-        if not cancel_job(session, args.job_id):
-            raise UserError(f"job {args.job_id} has already finished")
+        raise BadInput("jobs cancel needs a JOB_ID")
+    try:
+        job_control.cancel(rt, args.job_id)
+    except Conflict as exc:
+        raise Conflict(f"job {args.job_id} has already finished") from exc
     show_job(rt, args.job_id, as_json=args.json, with_errors=False)
     return 0
 
 
 def resume_jobs(rt: Runtime, args: argparse.Namespace) -> int:
-    from tasks.dispatch import dispatcher_for
-    from tasks.indexing import resume
-
-    report = resume(rt, dispatcher_for(rt), args.job_id)
+    report = job_control.resume(rt, dispatcher_for(rt), args.job_id)
     if args.json:
         _out(report)
         return 0
@@ -170,10 +224,7 @@ def resume_jobs(rt: Runtime, args: argparse.Namespace) -> int:
 
 def reconcile_jobs(rt: Runtime, args: argparse.Namespace) -> int:
     """Run the reconciler once, here, and say what it did (the workers run it on a timer)."""
-    _need_broker(rt)
-    from tasks.definitions import CeleryBroker
-    from tasks.reconcile import reconcile
-
+    require_broker(rt.settings, "the reconciler")
     report = reconcile(rt, CeleryBroker())
     if args.json:
         _out(report.as_dict())
@@ -191,7 +242,9 @@ def reconcile_jobs(rt: Runtime, args: argparse.Namespace) -> int:
             f"{job['id']}: not sealed and idle for {job['idle_s']} s: its producer may have "
             "stopped (embedq jobs cancel it, then submit the corpus again)"
         )
-    if not (report.requeued or report.finished or report.catch_up or report.stalled):
+    for job_id, sent in report.fed.items():
+        print(f"{job_id}: {sent} batch(es) handed on")
+    if not (report.requeued or report.fed or report.finished or report.catch_up or report.stalled):
         print("nothing to do: no lost batch, no settled job left running, indexes up to date")
     return 0
 
@@ -205,39 +258,72 @@ def _read_queries(path: str) -> Iterator[tuple[str, str]]:
     try:
         fh = sys.stdin if path == "-" else Path(path).open(encoding="utf-8-sig")  # noqa: SIM115
     except OSError as exc:
-        raise UserError(f"cannot read queries: {exc}") from exc
+        raise BadInput(f"cannot read queries: {exc}") from exc
+    plain = path.endswith(".txt")  # one query per line; its id is the line number
     with fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
+                continue
+            if plain:
+                yield str(number), line.strip()
                 continue
             try:
                 obj = json.loads(line)
                 qid = obj.get("query_id", obj.get("_id", obj.get("id")))
                 text = obj.get("text", obj.get("query"))
             except (ValueError, AttributeError) as exc:
-                raise UserError(f"{path}:{number}: not a JSON object") from exc
+                raise BadInput(f"{path}:{number}: not a JSON object") from exc
             if qid is None or not isinstance(text, str):
-                raise UserError(f"{path}:{number}: a query needs an id and a text")
+                raise BadInput(f"{path}:{number}: a query needs an id and a text")
+            if not text.strip():
+                raise BadInput(f"{path}:{number}: query {qid!r} is blank")
             yield str(qid), text
 
 
 def search(args: argparse.Namespace) -> int:
     if (args.query is None) == (args.queries is None):
-        raise UserError("give either a query text or --queries FILE")
-    rt = ready_runtime()
+        raise BadInput("give either a query text or --queries FILE")
+    if args.query is not None and not args.query.strip():
+        raise BadInput("the query is blank: give some text to search for")
+    options = search_options(args)
+    rt = ready_runtime(read_only=True)
+    if problem := guards.unknown_collection(rt, args.collection):
+        raise NotFound(problem)
     pairs = list(_read_queries(args.queries)) if args.queries else [("q", args.query)]
     try:
         for start in range(0, len(pairs), 256):
             chunk = pairs[start : start + 256]
-            results = run_search(rt, args.collection, [t for _, t in chunk], args.k)
-            for (qid, _), hits in zip(chunk, results, strict=True):
-                _print_hits(rt, args, qid, hits)
+            results = run_search(rt, args.collection, [t for _, t in chunk], args.k, options)
+            for (qid, text), hits in zip(chunk, results, strict=True):
+                _print_hits(args, qid, hits, text)
     except SearchError as exc:
-        raise UserError(str(exc)) from exc
+        raise BadInput(str(exc)) from exc
     return 0
 
 
-def _print_hits(rt: Runtime, args: argparse.Namespace, qid: str, hits: list[Any]) -> None:
+def search_options(args: argparse.Namespace) -> SearchOptions:
+    """The search options the command line asked for."""
+    spec = None
+    if args.filter is not None:
+        try:
+            spec = json.loads(args.filter)
+        except ValueError as exc:
+            raise BadInput(f"--filter is not JSON: {exc}") from exc
+    return SearchOptions(
+        mode=args.mode,
+        filter=spec,
+        fusion=args.fusion,
+        alpha=args.alpha,
+        candidates=args.candidates,
+        nprobe=args.nprobe,
+        ef_search=args.ef_search,
+        rerank=args.rerank,
+    )
+
+
+def _print_hits(
+    args: argparse.Namespace, qid: str, hits: list[Any], text: str, width: int = 120
+) -> None:
     if args.json:
         if args.queries:
             _out(
@@ -246,59 +332,42 @@ def _print_hits(rt: Runtime, args: argparse.Namespace, qid: str, hits: list[Any]
         else:
             _out({"hits": [h.as_dict() for h in hits]})
         return
-    snippets = _snippets(rt, args.collection, hits)
     if args.queries:
-        print(f"# {qid}")
+        print(f"\n# {qid}: {text}")
     for rank, hit in enumerate(hits, 1):
-        print(f"{rank:>3}. {hit.score:.4f}  {hit.id}  {snippets.get(hit.id, '')}")
-
-
-def _snippets(rt: Runtime, collection: str, hits: list[Any], width: int = 120) -> dict[str, str]:
-    from sqlalchemy import select
-
-    from storage.documents import embedding_input
-
-    with rt.sessions() as session:
-        coll = get_collection(session, collection)
-        rows = session.execute(
-            select(Document.external_id, Document.title, Document.text).where(
-                Document.collection_id == coll.id,
-                Document.external_id.in_([h.id for h in hits]),
-            )
-        ).all()
-    texts = {r.external_id: embedding_input(r.title, r.text) for r in rows}
-    out = {}
-    for h in hits:
-        span = " ".join(texts.get(h.id, "")[h.start : h.end].split())
-        out[h.id] = span if len(span) <= width else span[: width - 1] + "…"
-    return out
-
-
-def _need_broker(rt: Runtime) -> str:
-    if not rt.settings.broker_url:
-        raise UserError("EMBEDQ_BROKER_URL is not set: workers need a broker (redis://...)")
-    return rt.settings.broker_url
+        span = " ".join((hit.text or "").split())
+        span = span if len(span) <= width else span[: width - 1] + "…"
+        print(f"{rank:>3}. {hit.score:.4f}  {hit.id}  {span}")
 
 
 def worker(args: argparse.Namespace) -> int:
-    """A worker for one kind of queue: embed (GPU, solo pool), index (the single writer),
+    """A worker for one kind of queue: embed (threads in one process: two on a GPU, so that
+    one batch is cut while another is in its forward pass), index (the single writer),
     default (CPU work). Models load on the first task, never in a parent that forks."""
+    _refuse_unsafe_start("worker", None)
     rt = ready_runtime()
-    _need_broker(rt)
+    require_broker(rt.settings)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
-    from tasks.app import QUEUES, app
+    if rt.settings.metrics_port:
+        from embedq.tasks.metrics import prepare_worker_metrics
+
+        prepare_worker_metrics()
+    from embedq.tasks.app import app
 
     unknown = sorted(set(queues) - set(QUEUES))
     if unknown:
-        raise UserError(f"unknown queue(s) {', '.join(unknown)}; use {', '.join(QUEUES)}")
-    if "index" in queues and len(queues) > 1:
-        raise UserError("the index queue needs a worker of its own (the single writer)")
-    solo = queues != ["default"] or args.concurrency == 1
+        raise BadInput(f"unknown queue(s) {', '.join(unknown)}; use {', '.join(QUEUES)}")
+    if INDEX_QUEUE in queues and len(queues) > 1:
+        raise BadInput("the index queue needs a worker of its own (the single writer)")
+    from embedq.workers.models import choose_device
+
+    device = choose_device(rt.settings.device) if EMBED_QUEUE in queues else "cpu"
+    pool, concurrency = worker_pool(queues, args.concurrency, rt.settings.embed_threads, device)
     argv = [
         "worker",
         f"--queues={','.join(queues)}",
-        f"--pool={'solo' if solo else 'prefork'}",
-        f"--concurrency={1 if solo else args.concurrency}",
+        f"--pool={pool}",
+        f"--concurrency={concurrency}",
         "--prefetch-multiplier=1",
         "--task-events",
         f"--hostname={'-'.join(queues)}-{os.getpid()}@%h",
@@ -313,27 +382,36 @@ def worker(args: argparse.Namespace) -> int:
 def serve_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    _refuse_unsafe_start("api", args.host, args.insecure)
     rt = ready_runtime()
-    if args.workers > 1 and not rt.settings.broker_url:
-        raise UserError("--workers > 1 needs a broker: without one each process would run jobs")
+    if args.workers > 1:
+        require_broker(rt.settings, "--workers > 1 (without one each process would run jobs)")
     uvicorn.run(
-        "api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers
+        "embedq.api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        # Applied in every server process: uvicorn's lines too follow EMBEDQ_LOG_FORMAT.
+        log_config=logging_config(rt.settings.log_format, logging.INFO),
     )
     return 0
 
 
 def flower(args: argparse.Namespace) -> int:
     """Flower on the same broker; FLOWER_BASIC_AUTH=user:password turns on basic auth."""
-    rt = get_runtime()
-    _need_broker(rt)
+    _refuse_unsafe_start("flower", args.host, args.insecure)
+    require_broker(get_runtime().settings)
     argv = [
         sys.executable,
         "-m",
         "celery",
         "-A",
-        "tasks.app:app",
+        "embedq.tasks.app:app",
         "flower",
         f"--address={args.host}",
         f"--port={args.port}",
+        # No task can be applied, revoked or terminated from Flower: its login shows, not runs.
+        "--read_only=true",
     ]
     os.execv(sys.executable, argv)

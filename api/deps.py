@@ -1,4 +1,5 @@
-"""FastAPI dependencies: the process runtime and the in-process job runner."""
+"""FastAPI dependencies: the process runtime and its dispatcher (embedded jobs run on the
+app's background runner)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from api.background import JobRunner
-from api.schemas import NAME_PATTERN
-from tasks.runtime import Runtime, get_runtime
+from embedq.api.background import JobRunner
+from embedq.api.schemas import NAME_PATTERN
+from embedq.tasks.dispatch import Dispatcher, dispatcher_for
+from embedq.tasks.runtime import Runtime, get_runtime
 
 
 async def runtime() -> Runtime:
@@ -19,13 +21,16 @@ async def runtime() -> Runtime:
     return get_runtime()
 
 
-def job_runner(request: Request) -> JobRunner:
-    runner: JobRunner = request.app.state.runner
-    return runner
-
-
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
-RunnerDep = Annotated[JobRunner, Depends(job_runner)]
+
+
+async def dispatcher(request: Request, rt: RuntimeDep) -> Dispatcher:
+    """Where the request's work goes: the broker, or the app's background runner."""
+    runner: JobRunner = request.app.state.runner
+    return dispatcher_for(rt, runner)
+
+
+DispatcherDep = Annotated[Dispatcher, Depends(dispatcher)]
 NameParam = Annotated[
     str, Path(min_length=1, max_length=128, pattern=NAME_PATTERN, description="collection")
 ]

@@ -6,19 +6,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.orm import Session
 
-from api import operations as ops
-from api.analysis_jobs import ANALYSIS_BODIES, start_analysis
-from api.background import JobRunner
-from api.bodies import CheckedRoute
-from api.deps import JobIdParam, RunnerDep, RuntimeDep
-from api.routes import NOT_FOUND, accepted
-from api.schemas import (
+from embedq.api.analysis_jobs import ANALYSIS_BODIES, start_analysis
+from embedq.api.bodies import CheckedRoute
+from embedq.api.callback_params import take_callback_url, with_callback
+from embedq.api.deps import DispatcherDep, JobIdParam, RuntimeDep
+from embedq.api.routes import NOT_FOUND, accepted
+from embedq.api.schemas import (
     IndexJobRequest,
     JobAccepted,
     JobErrors,
@@ -27,9 +25,11 @@ from api.schemas import (
     JobView,
     Problem,
 )
-from storage.jobs import cancel_job, job_errors, job_view
-from storage.models import Job
-from tasks.runtime import Runtime
+from embedq.storage.jobs import job_errors, job_view
+from embedq.tasks import job_control, lookup, uploads
+from embedq.tasks.dispatch import Dispatcher
+from embedq.tasks.errors import BadInput, Conflict, NotFound
+from embedq.tasks.runtime import Runtime
 
 router = APIRouter(tags=["jobs"], route_class=CheckedRoute)
 
@@ -39,11 +39,11 @@ class JobKind:
     """A kind of job that ``POST /v1/jobs`` accepts: its body and what starts it."""
 
     body: type[BaseModel]
-    start: Callable[[Runtime, JobRunner, Any], str]
+    start: Callable[[Runtime, Dispatcher, Any], str]
 
 
-def _start_index(rt: Runtime, runner: JobRunner, body: IndexJobRequest) -> str:
-    return ops.submit_documents(rt, runner, body.collection, body.documents)
+def _start_index(rt: Runtime, dispatcher: Dispatcher, body: IndexJobRequest) -> str:
+    return uploads.submit_records(rt, dispatcher, body.collection, body.documents)
 
 
 JOB_KINDS: dict[str, JobKind] = {
@@ -64,35 +64,28 @@ def _in_body(errors: Sequence[Any]) -> list[Any]:
     responses={**NOT_FOUND, 413: {"model": Problem}},
 )
 def create_job(
-    body: JobRequest, rt: RuntimeDep, runner: RunnerDep, response: Response
+    body: JobRequest, rt: RuntimeDep, dispatcher: DispatcherDep, response: Response
 ) -> JobAccepted:
-    """Start a job. ``index``: {"kind": "index", "collection", "documents": [...]}."""
+    """Start a job. ``index``: {"kind": "index", "collection", "documents": [...]}.
+
+    Any kind takes an optional ``callback_url``: the job's final JSON is POSTed there once
+    it finishes."""
     kind = JOB_KINDS.get(body.kind)
     if kind is None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"unknown job kind {body.kind!r}; supported: {', '.join(sorted(JOB_KINDS))}",
-        )
+        raise BadInput(f"unknown job kind {body.kind!r}; supported: {', '.join(sorted(JOB_KINDS))}")
+    fields = body.model_dump()
+    callback_url = take_callback_url(fields)
     try:
-        request = kind.body.model_validate(body.model_dump())
+        request = kind.body.model_validate(fields)
     except ValidationError as exc:
         raise RequestValidationError(_in_body(exc.errors(include_url=False))) from exc
-    return accepted(response, kind.start(rt, runner, request))
-
-
-def _job(session: Session, job_id: str) -> Job:
-    job = session.get(Job, job_id)
-    if job is None:
-        raise ops.not_found(f"no job {job_id!r}")
-    return job
+    return accepted(response, with_callback(rt, kind.start(rt, dispatcher, request), callback_url))
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobView, responses=NOT_FOUND)
 def get_job(job_id: JobIdParam, rt: RuntimeDep) -> JobView:
     """Status and progress; a job that rejected some records still succeeds."""
-    with rt.sessions() as session:
-        view = job_view(session, _job(session, job_id))
-    return JobView.model_validate(view)
+    return JobView.model_validate(job_control.describe(rt, job_id))
 
 
 @router.get("/v1/jobs/{job_id}/errors", response_model=JobErrors, responses=NOT_FOUND)
@@ -104,7 +97,7 @@ def get_job_errors(
 ) -> JobErrors:
     """Rejected records (line or position, id, reason) and failed batches, oldest first."""
     with rt.sessions() as session:
-        total = job_view(session, _job(session, job_id))["rejected"]
+        total = job_view(session, lookup.job(session, job_id))["rejected"]
         errors = job_errors(session, job_id, limit=limit, offset=offset)
     return JobErrors.model_validate({"errors": errors, "total": total})
 
@@ -116,15 +109,7 @@ def get_job_errors(
 )
 def cancel(job_id: JobIdParam, rt: RuntimeDep) -> JobView:
     """Cancel a queued or running job: its remaining batches are not run."""
-    with rt.sessions.begin() as session:
-        session.connection(execution_options={"sqlite_immediate": True})
-        job = _job(session, job_id)
-        if not cancel_job(session, job_id):
-            raise HTTPException(
-                status.HTTP_409_CONFLICT, f"job {job_id} is already {job.status.value}"
-            )
-    with rt.sessions() as session:
-        return JobView.model_validate(job_view(session, _job(session, job_id)))
+    return JobView.model_validate(job_control.cancel(rt, job_id))
 
 
 @router.get(
@@ -135,12 +120,9 @@ def cancel(job_id: JobIdParam, rt: RuntimeDep) -> JobView:
 def get_job_result(job_id: JobIdParam, rt: RuntimeDep) -> JobResult:
     """The job's result once it has finished."""
     with rt.sessions() as session:
-        job = _job(session, job_id)
+        job = lookup.job(session, job_id)
     if not job.status.finished:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            f"job {job_id} is {job.status.value}; its result is not ready yet",
-        )
+        raise Conflict(f"job {job_id} is {job.status.value}; its result is not ready yet")
     return JobResult(status=job.status.value, result=job.result, error=job.error)
 
 
@@ -152,9 +134,9 @@ def get_job_result(job_id: JobIdParam, rt: RuntimeDep) -> JobResult:
 def get_job_file(job_id: JobIdParam, name: str, rt: RuntimeDep) -> FileResponse:
     """A file the job's result lists (vectors.npy, vectors.json, clusters.png, vecs.tsv...)."""
     with rt.sessions() as session:
-        job = _job(session, job_id)
+        job = lookup.job(session, job_id)
     files = (job.result or {}).get("files") or []
     path = rt.settings.data_dir / "results" / job_id / name
     if name not in files or not path.is_file():
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no file {name!r}")
+        raise NotFound(f"job {job_id} has no file {name!r}")
     return FileResponse(path, filename=name)

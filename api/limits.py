@@ -18,12 +18,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fastapi import HTTPException as FastAPIHTTPException
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-MAX_RECORD_BYTES = 8 * 1024 * 1024
-"""Largest single record: an NDJSON line of an upload, or a record's title and text in UTF-8
-in a JSON request. About two million tokens, thousands of windows."""
+from embedq.tasks.uploads import MAX_RECORD_BYTES
 
 UPLOAD_PATH = re.compile(r"^/v1/collections/[^/]+/uploads/?$")
 
@@ -41,6 +40,25 @@ class BodyTooLarge(HTTPException):
             f"the request body is larger than {limit} bytes; send large corpora as NDJSON "
             "to /v1/collections/{name}/uploads",
         )
+
+
+class UploadTooLarge(FastAPIHTTPException):
+    """An NDJSON upload over ``EMBEDQ_MAX_UPLOAD_BYTES``, declared or streamed (FastAPI's
+    exception class, which the upload route catches to remove the partial file)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            413,
+            f"the upload is larger than {limit} bytes (EMBEDQ_MAX_UPLOAD_BYTES); "
+            "split the corpus into several uploads",
+        )
+
+
+def check_upload_size(scope: Scope, received: int, limit: int) -> None:
+    """Raise :class:`UploadTooLarge` once an upload declares or has sent more than ``limit``."""
+    declared = _content_length(scope) or 0
+    if max(declared, received) > limit:
+        raise UploadTooLarge(limit)
 
 
 class BodyLimit:

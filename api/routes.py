@@ -16,22 +16,21 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from api import operations as ops
-from api.bodies import CheckedRoute
-from api.deps import NameParam, RunnerDep, RuntimeDep
-from api.limits import MAX_RECORD_BYTES, RecordLimit
-from api.schemas import (
+from embedq.api.bodies import CheckedRoute
+from embedq.api.callback_params import CallbackQuery, checked_callback_url, with_callback
+from embedq.api.deps import DispatcherDep, NameParam, RuntimeDep
+from embedq.api.limits import MAX_RECORD_BYTES, RecordLimit, check_upload_size
+from embedq.api.schemas import (
     CollectionCreate,
     CollectionView,
     DocumentsSubmit,
     Health,
     JobAccepted,
     Problem,
-    SearchRequest,
-    SearchResponse,
 )
-from api.search import SearchError, search
-from tasks.runtime import Runtime
+from embedq.tasks import collection_setup, documents, lookup, uploads
+from embedq.tasks.collection_setup import CollectionSpec
+from embedq.tasks.runtime import Runtime
 
 router = APIRouter(route_class=CheckedRoute)
 health_router = APIRouter()
@@ -91,10 +90,13 @@ def healthz(rt: RuntimeDep) -> Health | JSONResponse:
 )
 def create_collection(body: CollectionCreate, rt: RuntimeDep, response: Response) -> CollectionView:
     """Create a collection; asking again with the same settings returns it (200)."""
-    coll, created = ops.create_collection(rt, body)
+    spec = CollectionSpec(body.name, body.model, body.chunk_tokens, body.overlap)
+    if body.index is not None:
+        spec = CollectionSpec(body.name, body.model, body.chunk_tokens, body.overlap, body.index)
+    coll, created = collection_setup.create_collection(rt, spec, index=body.index is not None)
     if not created:
         response.status_code = status.HTTP_200_OK
-    return ops.collection_view(rt, coll)
+    return CollectionView.model_validate(collection_setup.summary(rt, coll))
 
 
 @router.get(
@@ -105,7 +107,9 @@ def create_collection(body: CollectionCreate, rt: RuntimeDep, response: Response
 )
 def get_collection(name: NameParam, rt: RuntimeDep) -> CollectionView:
     """Settings and sizes: stored documents and chunks, and vectors in the published index."""
-    return ops.collection_view(rt, ops.lookup(rt, name))
+    with rt.sessions() as session:
+        coll = lookup.collection(session, name)
+    return CollectionView.model_validate(collection_setup.summary(rt, coll))
 
 
 @router.post(
@@ -116,10 +120,17 @@ def get_collection(name: NameParam, rt: RuntimeDep) -> CollectionView:
     responses={**NOT_FOUND, 413: {"model": Problem}},
 )
 def add_documents(
-    name: NameParam, body: DocumentsSubmit, rt: RuntimeDep, runner: RunnerDep, response: Response
+    name: NameParam,
+    body: DocumentsSubmit,
+    rt: RuntimeDep,
+    dispatcher: DispatcherDep,
+    response: Response,
 ) -> JobAccepted:
-    """Index documents (insert, replace changed ones, skip unchanged ones) as a job."""
-    return accepted(response, ops.submit_documents(rt, runner, name, body.documents))
+    """Index documents (insert, replace changed ones, skip unchanged ones) as a job; the
+    answer comes once they are stored, before any is embedded."""
+    callback_url = checked_callback_url(body.callback_url, ("body", "callback_url"))
+    job_id = uploads.submit_records(rt, dispatcher, name, body.documents)
+    return accepted(response, with_callback(rt, job_id, callback_url))
 
 
 @router.post(
@@ -137,20 +148,28 @@ def add_documents(
     },
 )
 async def upload_documents(
-    name: NameParam, request: Request, rt: RuntimeDep, runner: RunnerDep, response: Response
+    name: NameParam,
+    request: Request,
+    rt: RuntimeDep,
+    dispatcher: DispatcherDep,
+    response: Response,
+    callback_url: CallbackQuery = None,
 ) -> JobAccepted:
     """Index an NDJSON corpus of any size; it is streamed to disk, then read line by line."""
+    callback_url = checked_callback_url(callback_url, ("query", "callback_url"))
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in NDJSON_TYPES:
         raise HTTPException(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             f"send the corpus as application/x-ndjson, not {media or 'no content type'}",
         )
-    job_id, path = await run_in_threadpool(ops.start_upload, rt, name)
+    check_upload_size(request.scope, 0, rt.settings.max_upload_bytes)
+    job_id, path = await run_in_threadpool(uploads.start_upload, rt, name)
     limit = RecordLimit(MAX_RECORD_BYTES)
     await _receive(request, rt, job_id, path, limit)
     errors = [big.error(str(path), limit.max_bytes) for big in limit.oversized]
-    await run_in_threadpool(ops.ingest_upload, rt, runner, name, job_id, path, errors)
+    await run_in_threadpool(uploads.ingest_upload, rt, dispatcher, job_id, path, errors)
+    await run_in_threadpool(with_callback, rt, job_id, callback_url)
     return accepted(response, job_id)
 
 
@@ -165,7 +184,10 @@ async def _receive(
         with path.open("wb") as fh:
             pending = bytearray()
             head = bytearray()
+            received = 0
             async for part in request.stream():
+                received += len(part)
+                check_upload_size(request.scope, received, rt.settings.max_upload_bytes)
                 if len(head) < SNIFF_BYTES:
                     head += part[: SNIFF_BYTES - len(head)]
                     _check_text(head)
@@ -176,14 +198,14 @@ async def _receive(
             pending += limit.close()
             await run_in_threadpool(fh.write, pending)
     except HTTPException as exc:
-        await run_in_threadpool(ops.abandon_upload, rt, job_id, path, str(exc.detail))
+        await run_in_threadpool(uploads.abandon_upload, rt, job_id, path, str(exc.detail))
         raise
     except ClientDisconnect as exc:
-        await run_in_threadpool(ops.abandon_upload, rt, job_id, path, "the upload was cut off")
+        await run_in_threadpool(uploads.abandon_upload, rt, job_id, path, "the upload was cut off")
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "the upload was cut off") from exc
     except OSError as exc:
         reason = f"cannot store the upload: {exc.strerror or exc}"
-        await run_in_threadpool(ops.abandon_upload, rt, job_id, path, reason)
+        await run_in_threadpool(uploads.abandon_upload, rt, job_id, path, reason)
         raise HTTPException(status.HTTP_507_INSUFFICIENT_STORAGE, reason) from exc
 
 
@@ -201,22 +223,9 @@ def _check_text(head: bytes | bytearray) -> None:
     tags=["documents"],
     responses=NOT_FOUND,
 )
-def delete_document(name: NameParam, doc_id: str, rt: RuntimeDep, runner: RunnerDep) -> Response:
+def delete_document(
+    name: NameParam, doc_id: str, rt: RuntimeDep, dispatcher: DispatcherDep
+) -> Response:
     """Remove a document and its vectors (ids may contain slashes)."""
-    ops.remove_document(rt, runner, name, doc_id)
+    documents.remove_document(rt, dispatcher, name, doc_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
-@router.post(
-    "/v1/collections/{name}/search",
-    response_model=SearchResponse,
-    tags=["search"],
-    responses=NOT_FOUND,
-)
-def search_collection(name: NameParam, body: SearchRequest, rt: RuntimeDep) -> SearchResponse:
-    """The ``k`` best documents for the query, each with its best matching span."""
-    try:
-        (hits,) = search(rt, name, [body.query], body.k)
-    except SearchError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    return SearchResponse.model_validate({"hits": [hit.as_dict() for hit in hits]})

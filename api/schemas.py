@@ -6,16 +6,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from api.search import MAX_K
-from storage.index_store import check_collection_name
+from embedq.api.model_policy import check_model
+from embedq.storage.factory import check_factory
+from embedq.storage.index_store import check_collection_name
+from embedq.tasks.uploads import MAX_DOCUMENTS
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 """Collection names: 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit."""
-
-MAX_DOCUMENTS = 10_000
-"""Documents accepted in one JSON request; larger corpora go through an NDJSON upload."""
-
-MAX_QUERY_CHARS = 10_000
 
 CollectionName = Annotated[
     str,
@@ -60,6 +57,16 @@ class CollectionCreate(BaseModel):
     def _safe_name(cls, value: str) -> str:
         return check_collection_name(value)
 
+    @field_validator("model")
+    @classmethod
+    def _allowed_model(cls, value: str | None) -> str | None:
+        return check_model(value)
+
+    @field_validator("index")
+    @classmethod
+    def _bounded_index(cls, value: str | None) -> str | None:
+        return None if value is None else check_factory(value)
+
 
 class CollectionView(BaseModel):
     name: str
@@ -76,40 +83,13 @@ class CollectionView(BaseModel):
 
 class DocumentsSubmit(BaseModel):
     documents: list[Any] = DOCUMENTS_FIELD
+    callback_url: str | None = Field(
+        None, max_length=2048, description="POST the job's final JSON here once it finishes"
+    )
 
 
 class JobAccepted(BaseModel):
     job_id: str
-
-
-class SearchRequest(BaseModel):
-    model_config = ConfigDict(strict=True)
-
-    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
-    k: int = Field(10, ge=1, le=MAX_K, description="documents to return")
-
-    @field_validator("query")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("query is blank")
-        return value
-
-
-class ChunkSpan(BaseModel):
-    start: int = Field(description="character offset where the best window starts")
-    end: int = Field(description="character offset where it ends")
-    window: int = Field(description="window number within the document")
-
-
-class SearchHit(BaseModel):
-    id: str
-    score: float
-    chunk: ChunkSpan
-
-
-class SearchResponse(BaseModel):
-    hits: list[SearchHit]
 
 
 class JobRequest(BaseModel):

@@ -9,9 +9,34 @@ import sys
 
 # Imported only when run, so that one benchmark needs only its own packages (the GPU machine
 # has torch and transformers but not FAISS or the service's packages).
-BENCHES = ("throughput", "precision", "updates", "search", "scale", "load", "quality")
+BENCHES = (
+    "throughput",
+    "precision",
+    "updates",
+    "search",
+    "hybrid",
+    "lexical",
+    "scale",
+    "load",
+    "quality",
+    "scrape",
+    "listing",
+    "submission",
+    "cold",
+    "sts",
+    "pipeline",
+)
 TOOLS = {"gpu-pack": "gpu_pack"}
-SIZED = ("throughput", "precision", "updates", "search", "scale")  # take --full
+SIZED = (
+    "throughput",
+    "precision",
+    "updates",
+    "search",
+    "hybrid",
+    "scale",
+    "scrape",
+    "listing",
+)  # take --full
 FULL_ONLY = ("quality",)
 
 

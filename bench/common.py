@@ -39,7 +39,7 @@ def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 def embedq(env: dict[str, str], *args: str) -> str:
     proc = subprocess.run(
-        [sys.executable, "-m", "api.cli", *args], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "embedq.api.cli", *args], env=env, capture_output=True, text=True
     )
     if proc.returncode != 0:
         sys.exit(f"embedq {' '.join(args)} failed:\n{proc.stderr}")
@@ -75,9 +75,9 @@ def random_unit_vectors(n: int, dim: int, rng: Any) -> Any:
 
 def bench_runtime(data_dir: Path) -> Any:
     """A runtime on ``data_dir`` with the schema in place (SQLite unless a URL is given)."""
-    from storage.schema import upgrade
-    from tasks.runtime import Runtime
-    from tasks.settings import Settings
+    from embedq.storage.schema import upgrade
+    from embedq.tasks.runtime import Runtime
+    from embedq.tasks.settings import Settings
 
     rt = Runtime(Settings(data_dir=data_dir))
     upgrade(rt.sessions.kw["bind"])
@@ -93,9 +93,9 @@ def fill_synthetic(
     import numpy as np
     from sqlalchemy import func, insert, select, update
 
-    from storage.documents import content_hash
-    from storage.models import Chunk, Collection, Document, chunk_id
-    from tasks.indexing import CollectionSpec, ensure_collection
+    from embedq.storage.documents import content_hash
+    from embedq.storage.models import Chunk, Collection, Document, chunk_id
+    from embedq.tasks.collection_setup import CollectionSpec, ensure_collection
 
     coll = ensure_collection(rt, CollectionSpec(name))
     rng = np.random.default_rng(seed)
@@ -195,7 +195,16 @@ def api_server(data_dir: Path, log: Path) -> Iterator[tuple[str, subprocess.Pope
     env = cli_env(data_dir, TOKENIZERS_PARALLELISM="false")
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "embedq.api.cli",
+                "api",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
             env=env,
             cwd=ROOT,
             stdout=out,

@@ -19,9 +19,9 @@ import numpy as np
 
 from bench.common import machine, read_jsonl, scifact_dir
 from bench.throughput import baseline
-from workers.encoding import Embedder
-from workers.evaluation import evaluate, load_qrels
-from workers.models import choose_device, choose_precision, cpu_has_native_bf16
+from embedq.workers.encoding import Embedder
+from embedq.workers.evaluation import evaluate, load_qrels
+from embedq.workers.models import choose_device, cpu_has_native_bf16, precision_name
 
 
 def embedding_input(title: str | None, text: str) -> str:
@@ -30,11 +30,11 @@ def embedding_input(title: str | None, text: str) -> str:
 
 
 def precisions(device: str, every: bool) -> list[str]:
-    """fp32, then what ``auto`` picks, then (with ``every``) the rest the device can run."""
-    auto = {"torch.float16": "fp16", "torch.bfloat16": "bf16"}.get(
-        str(choose_precision(device, "auto")), "fp32"
-    )
-    wanted = ["fp32", auto]
+    """fp32, then what ``auto`` picks, int8 on CPUs, then (with ``every``) the rest the device
+    can run."""
+    wanted = ["fp32", precision_name(device, "auto")]
+    if device == "cpu":
+        wanted.append("int8")
     if every:
         wanted += ["bf16", "fp16"] if device.startswith("cuda") else ["bf16"]
     return list(dict.fromkeys(wanted))
@@ -104,8 +104,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'(a) ST encode fp32':>22}: {base_tokens / base_s:9.0f} tokens/s ({base_s:.1f} s)")
     reference: np.ndarray | None = None
     results: dict[str, Any] = {}
-    for name in precisions(device, args.every or args.full):
-        embedder = fp32 if name == "fp32" else Embedder(None, device=device, precision=name)
+    runs = precisions(device, args.every or args.full)
+    if device == "cpu" and type(fp32.backend).__name__ == "OnnxBackend":
+        runs.insert(1, "fp32 torch")  # the other CPU engine at fp32, for the backend choice
+    for name in runs:
+        if name == "fp32":
+            embedder = fp32
+        elif name == "fp32 torch":
+            embedder = Embedder(None, device=device, precision="fp32", engine="torch")
+        else:
+            embedder = Embedder(None, device=device, precision=name)
         vectors, secs = timed_encode(embedder, ids)
         reference = vectors if reference is None else reference
         cos = np.sum(vectors * reference, axis=1)

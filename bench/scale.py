@@ -17,8 +17,8 @@ import faiss
 import numpy as np
 
 from bench.common import machine, percentile
-from storage.catchup import train_size
-from storage.index_store import new_index
+from embedq.storage.catchup import train_size
+from embedq.storage.index_store import new_index
 
 DIM = 384
 K = 10

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
 def run(root: Path, chunks: int, queries: list[str], total: int) -> None:
     import httpx
 
-    from api.search import search_threads
+    from embedq.tasks.search import search_threads
 
     rt = bench_runtime(root)
     fill_synthetic(rt, "bench", chunks)

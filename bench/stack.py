@@ -17,9 +17,27 @@ from bench.common import ROOT, cli_env
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
+def start_worker(
+    queue: str, env: dict[str, str], module: str = "embedq.api.cli"
+) -> subprocess.Popen[bytes]:
+    """``embedq worker -Q QUEUE`` in the background, quiet (its logs are not the figure);
+    ``module``: the entry point that runs the command line (a benchmark may wrap it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", module, "worker", "-Q", queue, "--loglevel", "WARNING"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 @contextmanager
 def distributed(
-    data_dir: Path, redis_db: int = 14, embed_workers: int = 1, **extra: str
+    data_dir: Path,
+    redis_db: int = 14,
+    embed_workers: int = 1,
+    embed_module: str = "embedq.api.cli",
+    **extra: str,
 ) -> Iterator[dict[str, str]]:
     import redis
     from sqlalchemy import create_engine, text
@@ -39,23 +57,14 @@ def distributed(
     procs: list[subprocess.Popen[bytes]] = []
     try:
         subprocess.run(
-            [sys.executable, "-m", "api.cli", "db", "upgrade"],
+            [sys.executable, "-m", "embedq.api.cli", "db", "upgrade"],
             env=env,
             check=True,
             capture_output=True,
         )
-        queues = ["embed"] * embed_workers + ["index"]
-        for q in queues:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "api.cli", "worker", "-Q", q, "--loglevel", "WARNING"],
-                    env=env,
-                    cwd=ROOT,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-        _wait_for_workers(broker, len(queues))
+        procs.extend(start_worker("embed", env, embed_module) for _ in range(embed_workers))
+        procs.append(start_worker("index", env))
+        _wait_for_workers(broker, embed_workers + 1)
         yield env
     finally:
         for proc in procs:

@@ -21,7 +21,7 @@ from bench.common import cli_env, embedq, machine, read_jsonl, scifact_dir
 
 def window_texts(texts: list[str]) -> list[str]:
     """The text of every window embedq cuts the documents into, with the collection defaults."""
-    from workers.encoding import Embedder
+    from embedq.workers.encoding import Embedder
 
     chunker = Embedder(None, device="cpu", precision="fp32").chunker()
     return [
@@ -35,7 +35,7 @@ def baseline(windows: list[str], device: str = "cpu") -> tuple[float, int]:
     """Seconds for ``SentenceTransformer.encode`` of the windows, and the tokens it embedded."""
     from sentence_transformers import SentenceTransformer
 
-    from workers.models import resolve_path
+    from embedq.workers.models import resolve_path
 
     model = SentenceTransformer(resolve_path(None), device=device).float()
     model.encode(windows[:8])
@@ -55,7 +55,7 @@ def baseline(windows: list[str], device: str = "cpu") -> tuple[float, int]:
 def _indexed_tokens(env: dict[str, str], collection: str) -> int:
     from sqlalchemy import create_engine, text
 
-    from tasks.settings import Settings
+    from embedq.tasks.settings import Settings
 
     url = env.get("EMBEDQ_DATABASE_URL") or Settings(data_dir=Path(env["EMBEDQ_DATA_DIR"])).db_url
     engine = create_engine(url)
@@ -99,10 +99,30 @@ def main(argv: list[str] | None = None) -> None:
         "--precision", default="fp32", help="EMBEDQ_PRECISION of (b) and (c); (a) is fp32"
     )
     parser.add_argument("--device", default="cpu", help="device of all three (cpu | cuda)")
+    parser.add_argument(
+        "--case",
+        choices=["scifact", "short", "abstracts"],
+        default="scifact",
+        help="short: 6,000 STS-B sentences; abstracts: 1,500 SciFact abstracts, 150 words; "
+        "both whole process against whole process (bench/process.py)",
+    )
+    parser.add_argument("--runs", type=int, default=3, help="alternating runs of --case")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="EMBEDQ_NAME=VALUE",
+        help="a setting for (b) of --case, e.g. EMBEDQ_TASK_TOKENS=8192 (repeatable)",
+    )
     args = parser.parse_args(argv)
+    if args.case != "scifact":
+        from bench.process import compare
+
+        compare(args.case, args.precision, args.runs, dict(s.split("=", 1) for s in args.set))
+        return
     limit = None if args.full else args.docs
     docs = list(read_jsonl(scifact_dir() / "corpus.jsonl", limit))
-    from storage.documents import embedding_input
+    from embedq.storage.documents import embedding_input
 
     texts = [embedding_input(d["title"], d["text"]) for d in docs]
     print(f"machine: {machine()}")

@@ -52,7 +52,7 @@ def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:
 def held_writer_delta(rt: Any, name: str, rows: int) -> float:
     """Seconds for a writer that already holds the index to take ``rows`` new rows."""
     from bench.common import fill_synthetic as more
-    from storage.catchup import IndexWriter
+    from embedq.storage.catchup import IndexWriter
 
     writer = IndexWriter(rt.sessions, rt.store, rt.writer.policy)
     writer._current(_collection(rt, name))  # load once, as a long-running writer has
@@ -67,7 +67,7 @@ def held_writer_delta(rt: Any, name: str, rows: int) -> float:
 def _collection(rt: Any, name: str) -> Any:
     from sqlalchemy import select
 
-    from storage.models import Collection
+    from embedq.storage.models import Collection
 
     with rt.sessions() as session:
         coll = session.scalars(select(Collection).where(Collection.name == name)).one()
@@ -76,8 +76,8 @@ def _collection(rt: Any, name: str) -> Any:
 
 
 def one_size(root: Path, size: int, updates: tuple[Path, Path], docs: int) -> dict[str, float]:
-    from tasks.indexing import CollectionSpec
-    from tasks.producer import submit_index_job
+    from embedq.tasks.collection_setup import CollectionSpec
+    from embedq.tasks.producer import submit_index_job
 
     data = root / f"n{size}"
     rt = bench_runtime(data)
@@ -91,7 +91,7 @@ def one_size(root: Path, size: int, updates: tuple[Path, Path], docs: int) -> di
     )
     env = cli_env(data)
     warm = root / "warm.jsonl"
-    cli = [sys.executable, "-m", "api.cli"]
+    cli = [sys.executable, "-m", "embedq.api.cli"]
     run_measured([*cli, "index", str(warm), "-c", "warm", "-q"], env)  # caches, model files
     e2e_s, rss, _ = run_measured([*cli, "index", str(updates[0]), "-c", name, "-q"], env)
 
@@ -111,7 +111,7 @@ def one_size(root: Path, size: int, updates: tuple[Path, Path], docs: int) -> di
         submit_index_job, fresh, CollectionSpec(name), [str(updates[1])], progress=False
     )
     held_s = held_writer_delta(bench_runtime(data), name, docs)
-    from storage.catchup import IndexWriter
+    from embedq.storage.catchup import IndexWriter
 
     publish_s, _ = timed(IndexWriter(rt.sessions, rt.store).catch_up, name, force=True)
     return {

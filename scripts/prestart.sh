@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from tasks.settings import get_settings
+from embedq.tasks.settings import get_settings
 
 url = get_settings().db_url
 # A host that drops packets would otherwise hang one attempt for minutes.

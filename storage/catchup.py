@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -19,9 +20,12 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.chunks import vectors_from_rows
-from storage.index_store import IndexStore, SnapshotError, SnapshotMeta, new_index
-from storage.models import SEQ_BITS, Chunk, Collection, Tombstone
+from embedq.storage.chunks import vectors_from_rows
+from embedq.storage.collection_files import remove_orphan_folder
+from embedq.storage.collections import find_collection
+from embedq.storage.index_store import IndexStore, SnapshotError, SnapshotMeta, new_index
+from embedq.storage.lexical import LexicalStore
+from embedq.storage.models import SEQ_BITS, Chunk, Collection, Tombstone
 
 log = logging.getLogger(__name__)
 PAGE = 20_000
@@ -30,6 +34,10 @@ TRAIN_PER_LIST = 64
 """FAISS wants 39 to 256 training vectors per inverted list."""
 TRAIN_MAX = 1_000_000
 IN_PAGE = 1000
+
+
+class CollectionGone(LookupError):
+    """The collection is not (or no longer) in SQL."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +126,12 @@ class IndexWriter:
         sessions: sessionmaker[Session],
         store: IndexStore,
         policy: PublishPolicy | None = None,
+        lexical: LexicalStore | None = None,
     ) -> None:
         self.sessions = sessions
         self.store = store
         self.policy = policy or PublishPolicy()
+        self.lexical = lexical
         self._live: dict[str, _Live] = {}
 
     def catch_up(self, collection_name: str, *, force: bool = False) -> SnapshotMeta | None:
@@ -132,11 +142,58 @@ class IndexWriter:
         changes wait, without loading the index. A file lock per collection makes a second
         writer (a misconfigured deployment) wait its turn instead of publishing over this one.
         """
+        if self._collection_id(collection_name) is None:
+            # Deleted (or never created): nothing to index, and no folder to make for it.
+            self.forget(collection_name)
+            return None
+        with self._locked(collection_name):
+            before = self._collection_id(collection_name)
+            try:
+                return self._catch_up(collection_name, force) if before is not None else None
+            except CollectionGone:
+                return None
+            except Exception:
+                if self._collection_id(collection_name) == before:
+                    raise
+                # Deleted meanwhile: its files went from under this catch-up, which owes
+                # nothing to a collection that is no more.
+                log.info("collection %s was deleted during a catch-up", collection_name)
+                return None
+            finally:
+                self._settle_identity(collection_name, before)
+
+    @contextmanager
+    def _locked(self, collection_name: str) -> Iterator[None]:
         folder = self.store.folder(collection_name)
         folder.mkdir(parents=True, exist_ok=True)
         with (folder / ".writer.lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            return self._catch_up(collection_name, force)
+            yield
+
+    def forget(self, collection_name: str) -> None:
+        """Let go of the in-memory index of a collection (deleted, or not ours to keep)."""
+        self._live.pop(collection_name, None)
+
+    def _collection_id(self, name: str) -> tuple[int, str] | None:
+        """Who the collection of this name is: its id and creation time (SQLite may give a
+        new collection the id of one deleted just before)."""
+        with self.sessions() as session:
+            row = session.execute(
+                select(Collection.id, Collection.created_at).where(Collection.name == name)
+            ).first()
+        return (row.id, str(row.created_at)) if row is not None else None
+
+    def _settle_identity(self, name: str, before: tuple[int, str] | None) -> None:
+        """After a catch-up: if the collection was deleted (or deleted and created again)
+        meanwhile, what this catch-up wrote under its name belongs to no collection."""
+        after = self._collection_id(name)
+        if after is not None and after == before:
+            return
+        self.forget(name)
+        if after is None:
+            remove_orphan_folder(self.store, name)
+        else:
+            self.store.drop_snapshot(name)
 
     def due(self, collection_name: str) -> bool:
         """Whether a snapshot of the collection is due, from ``current.json`` and SQL only."""
@@ -145,16 +202,18 @@ class IndexWriter:
             return self._due(coll, self.store.meta(collection_name))
 
     def rebuild(self, collection_name: str) -> SnapshotMeta | None:
-        """Drop what is in memory and on disk for the collection and rebuild it from SQL."""
-        self._live.pop(collection_name, None)
-        self.store.drop_snapshot(collection_name)
-        return self.catch_up(collection_name, force=True)
+        """Drop what is in memory and on disk for the collection and rebuild it from SQL
+        (with the collection's index type as SQL has it now), under the writer's lock."""
+        with self._locked(collection_name):
+            self._live.pop(collection_name, None)
+            self.store.drop_snapshot(collection_name)
+            return self._catch_up(collection_name, True)
 
     @staticmethod
     def _collection(session: Session, name: str) -> Collection:
-        coll = session.scalars(select(Collection).where(Collection.name == name)).one_or_none()
+        coll = find_collection(session, name)
         if coll is None:
-            raise LookupError(f"no collection named {name!r}")
+            raise CollectionGone(f"no collection named {name!r}")
         return coll
 
     def _due(self, coll: Collection, meta: SnapshotMeta | None) -> bool:
@@ -171,6 +230,9 @@ class IndexWriter:
         with self.sessions() as session:
             coll = self._collection(session, name)
             target = coll.seq
+            if self.lexical is not None:
+                # Before any publish: tombstones are purged only up to a published watermark.
+                self.lexical.catch_up(session, coll, target)
             meta = self.store.meta(name)
             due = force or self._due(coll, meta)
             live = self._live.get(name)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage.models import SEQ_BITS, Chunk, Collection, Document
+from embedq.storage.models import SEQ_BITS, Chunk, Collection, Document
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -72,3 +73,13 @@ def transaction(factory: sessionmaker[Session], *, write: bool = False) -> Itera
         except BaseException:
             session.rollback()
             raise
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line account of a failure for a job's ``error``: a database error gives the
+    driver's first line, never the SQL statement and its parameters (which can carry a whole
+    document)."""
+    if isinstance(exc, StatementError):
+        first = str(exc.orig).strip().splitlines() if exc.orig is not None else []
+        return f"database error: {first[0] if first else type(exc).__name__}"[:500]
+    return f"{type(exc).__name__}: {exc}"[:500]

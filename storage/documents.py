@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import Table, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from storage.models import Chunk, Collection, Document, Tombstone
+from embedq.storage.models import Chunk, Collection, Document, Tombstone
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,14 @@ def upsert_documents(
     and stays pending until its new chunks replace the old ones. Within ``docs`` the last
     occurrence of an external id wins.
     """
+    return [row[0] for row in upsert_pending(session, collection_id, docs)]
+
+
+def upsert_pending(
+    session: Session, collection_id: int, docs: Sequence[NewDocument]
+) -> list[tuple[int, str]]:
+    """``upsert_documents``, giving each document that needs embedding as (id, external id),
+    in id order."""
     latest = {d.external_id: d for d in docs}
     if not latest:
         return []
@@ -59,12 +68,21 @@ def upsert_documents(
         }
         for d in latest.values()
     ]
-    dialect = session.get_bind().dialect.name
+    result = session.execute(_upsert(session.get_bind().dialect.name), rows).all()
+    return sorted((r.id, r.external_id) for r in result if r.indexed_hash != r.content_hash)
+
+
+@functools.cache
+def _upsert(dialect: str) -> Any:
+    """The upsert statement, built once per dialect and run with one parameter set per
+    document: SQLAlchemy compiles it once and sends the rows in multi-row batches
+    (insertmanyvalues), instead of compiling a new statement for every group."""
+    table = cast(Table, Document.__table__)
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    base = insert(Document).values(rows)
+    base = insert(table)
     excluded = base.excluded
-    stmt = base.on_conflict_do_update(
-        index_elements=[Document.collection_id, Document.external_id],
+    return base.on_conflict_do_update(
+        index_elements=[table.c.collection_id, table.c.external_id],
         set_={
             "title": excluded.title,
             "text": excluded.text,
@@ -73,14 +91,12 @@ def upsert_documents(
             "updated_at": func.now(),
         },
         where=or_(
-            Document.content_hash != excluded.content_hash,
-            Document.indexed_hash.is_(None),
-            Document.indexed_hash != Document.content_hash,
-            Document.meta.is_distinct_from(excluded.meta),
+            table.c.content_hash != excluded.content_hash,
+            table.c.indexed_hash.is_(None),
+            table.c.indexed_hash != table.c.content_hash,
+            table.c.meta.is_distinct_from(excluded.meta),
         ),
-    ).returning(Document.id, Document.content_hash, Document.indexed_hash)
-    result = session.execute(stmt).all()
-    return sorted(row.id for row in result if row.indexed_hash != row.content_hash)
+    ).returning(table.c.id, table.c.external_id, table.c.content_hash, table.c.indexed_hash)
 
 
 def lock_collection(session: Session, collection_id: int) -> int:
@@ -134,3 +150,35 @@ def delete_document(session: Session, collection_id: int, external_id: str) -> b
     tombstone_chunks(session, collection_id, [doc_id])
     session.execute(delete(Document).where(Document.id == doc_id))
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    id: str
+    title: str | None
+    text: str
+    meta: dict[str, Any] | None
+    chunks: int
+    indexed: bool
+
+
+def read_document(session: Session, collection_id: int, external_id: str) -> StoredDocument | None:
+    """A stored document by its external id, with its number of windows; None if absent."""
+    doc = session.scalars(
+        select(Document).where(
+            Document.collection_id == collection_id, Document.external_id == external_id
+        )
+    ).first()
+    if doc is None:
+        return None
+    chunks = session.scalar(
+        select(func.count()).select_from(Chunk).where(Chunk.document_id == doc.id)
+    )
+    return StoredDocument(
+        doc.external_id,
+        doc.title,
+        doc.text,
+        doc.meta,
+        int(chunks or 0),
+        doc.indexed_hash == doc.content_hash,
+    )

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from storage.files import fsync_dir
+from embedq.storage.files import fsync_dir
 
 VECS_NAME = "vecs.tsv"
 META_NAME = "meta.tsv"

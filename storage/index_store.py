@@ -25,7 +25,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from storage.files import fsync_dir
+from embedq.storage.files import fsync_dir
 
 log = logging.getLogger(__name__)
 CURRENT = "current.json"
@@ -304,6 +304,12 @@ class SnapshotCache:
             if tail is None or tail.key != key or tail.dim != dim:
                 tail = self._tails[collection] = Tail(key, dim, floor)
             return tail
+
+    def forget(self, collection: str) -> None:
+        """Drop what is cached for a collection (it was deleted)."""
+        with self._lock:
+            self._cache.pop(collection, None)
+            self._tails.pop(collection, None)
 
     def get(self, collection: str, *, model: str, dim: int) -> tuple[Any, SnapshotMeta] | None:
         """The newest usable snapshot, or None (search then reads everything from SQL)."""

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, and_, exists, func, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import CursorResult, Select, and_, exists, func, insert, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
-from storage.models import BatchState, Collection, Job, JobBatch, JobError, JobStatus, utcnow
+from embedq.storage.models import BatchState, Collection, Job, JobBatch, JobError, JobStatus, utcnow
+
+log = logging.getLogger(__name__)
 
 ACTIVE = (JobStatus.queued, JobStatus.running)
 
@@ -48,15 +51,29 @@ def mark_running(session: Session, job_id: str) -> None:
     )
 
 
+_ERROR_ID_CHARS: int = JobError.__table__.c.external_id.type.length  # type: ignore[attr-defined]
+
+
+def _storable_text(value: str | None, width: int | None = None) -> str | None:
+    """``value`` as a column can hold it: NUL shown as ``\\0``, cut to ``width`` characters (an
+    error row must be writable even for the record that was refused for its id or its NUL)."""
+    if value is None:
+        return None
+    value = value.replace("\0", "\\0")
+    if width is not None and len(value) > width:
+        value = value[: width - 1] + "\u2026"
+    return value
+
+
 def add_errors(session: Session, job_id: str, errors: Iterable[dict[str, Any]]) -> int:
     """Record rejected records: dicts with ``reason`` and optional ``line``, ``id``, ``source``."""
     rows = [
         {
             "job_id": job_id,
             "line": e.get("line"),
-            "external_id": e.get("id"),
-            "source": e.get("source"),
-            "reason": e["reason"],
+            "external_id": _storable_text(e.get("id"), _ERROR_ID_CHARS),
+            "source": _storable_text(e.get("source")),
+            "reason": _storable_text(e["reason"]),
         }
         for e in errors
     ]
@@ -76,6 +93,18 @@ def count_records(session: Session, job_id: str, *, accepted: int, unchanged: in
             skipped=Job.skipped + unchanged,
         )
     )
+
+
+def add_batches(session: Session, job_id: str, groups: Sequence[Sequence[int]]) -> list[int]:
+    """One batch row per group of document ids, in one statement; their ids, in order."""
+    if not groups:
+        return []
+    rows = [
+        {"job_id": job_id, "document_ids": list(ids), "size": len(ids), "attempts": 0}
+        for ids in groups
+    ]
+    stmt = insert(JobBatch).returning(JobBatch.id, sort_by_parameter_order=True)
+    return list(session.scalars(stmt, rows))
 
 
 def add_batch(session: Session, job_id: str, document_ids: Sequence[int]) -> int:
@@ -99,6 +128,114 @@ def mark_queued(session: Session, batch_id: int) -> None:
     )
 
 
+def in_flight(session: Session, job_id: str) -> int:
+    """Pending batches of the job handed to the broker (queued, maybe begun)."""
+    count = session.scalar(
+        select(func.count())
+        .select_from(JobBatch)
+        .where(
+            JobBatch.job_id == job_id,
+            JobBatch.state == BatchState.pending,
+            JobBatch.queued_at.is_not(None),
+        )
+    )
+    return int(count or 0)
+
+
+def unqueued(session: Session, job_id: str, limit: int) -> list[int]:
+    """The job's oldest pending batches never handed to the broker, at most ``limit``."""
+    return list(
+        session.scalars(
+            select(JobBatch.id)
+            .where(
+                JobBatch.job_id == job_id,
+                JobBatch.state == BatchState.pending,
+                JobBatch.queued_at.is_(None),
+            )
+            .order_by(JobBatch.id)
+            .limit(limit)
+        )
+    )
+
+
+def claim_unqueued(session: Session, batch_id: int) -> bool:
+    """Stamp a never-queued pending batch as queued now; False when another feeder (or a
+    settle) got there first. True: the caller sends it."""
+    changed = _rowcount(
+        session.execute(
+            update(JobBatch)
+            .where(
+                JobBatch.id == batch_id,
+                JobBatch.state == BatchState.pending,
+                JobBatch.queued_at.is_(None),
+            )
+            .values(queued_at=db_now(session))
+        )
+    )
+    return bool(changed)
+
+
+def begin_delivery(
+    session: Session, batch_id: int, worker: str | None
+) -> tuple[int, str, str] | None:
+    """Count a delivery of a pending batch and stamp when and by which worker it began, in
+    one atomic ``UPDATE``; (deliveries so far, job id, collection name), or None when the
+    batch is settled or gone."""
+    changed = _rowcount(
+        session.execute(
+            update(JobBatch)
+            .where(JobBatch.id == batch_id, JobBatch.state == BatchState.pending)
+            .values(attempts=JobBatch.attempts + 1, started_at=db_now(session), worker=worker)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if not changed:
+        return None
+    row = session.execute(
+        with_collection(JobBatch.attempts, Job.id, Collection.name).where(JobBatch.id == batch_id)
+    ).one()
+    return int(row[0]), str(row[1]), str(row[2])
+
+
+def with_collection(*columns: Any) -> Select[Any]:
+    """A select of ``columns`` over job batches joined to their job and its collection."""
+    return (
+        select(*columns)
+        .join(Job, Job.id == JobBatch.job_id)
+        .join(Collection, Collection.id == Job.collection_id)
+    )
+
+
+def unqueue_pending(session: Session, job_id: str) -> int:
+    """Forget that the job's pending batches were handed on (the broker lost them): the
+    feeder hands them on again. Returns how many."""
+    return _rowcount(
+        session.execute(
+            update(JobBatch)
+            .where(JobBatch.job_id == job_id, JobBatch.state == BatchState.pending)
+            .values(queued_at=None)
+        )
+    )
+
+
+def jobs_to_feed(session: Session) -> list[str]:
+    """Running jobs with pending batches never handed to the broker, oldest job first."""
+    waiting = (
+        select(JobBatch.id)
+        .where(
+            JobBatch.job_id == Job.id,
+            JobBatch.state == BatchState.pending,
+            JobBatch.queued_at.is_(None),
+        )
+        .exists()
+    )
+    return list(
+        session.scalars(
+            select(Job.id).where(Job.status == JobStatus.running, waiting).order_by(Job.created_at)
+        )
+    )
+
+
 def claim_requeue(
     session: Session, batch_id: int, *, queued_at: datetime | None, started_at: datetime | None
 ) -> bool:
@@ -118,6 +255,49 @@ def claim_requeue(
         )
     )
     return bool(changed)
+
+
+def take_lease(session: Session, job_id: str, seconds: float) -> bool:
+    """Hold the job's ingestion for ``seconds``: a queued job nobody holds, or a renewal by
+    the holder (``renew``: a running job). True when the caller holds it now."""
+    now = db_now(session)
+    changed = _rowcount(
+        session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.status == JobStatus.queued,
+                or_(Job.lease_until.is_(None), Job.lease_until < now),
+            )
+            .values(lease_until=now + timedelta(seconds=seconds))
+        )
+    )
+    return bool(changed)
+
+
+def renew_lease(session: Session, job_id: str, seconds: float) -> None:
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(ACTIVE))
+        .values(lease_until=db_now(session) + timedelta(seconds=seconds))
+    )
+
+
+def lease_held(session: Session, job_id: str) -> bool:
+    """True while the job's ingestion lease has not run out."""
+    until = session.scalar(select(Job.lease_until).where(Job.id == job_id))
+    if until is None:
+        return False
+    now = session.scalar(select(func.now())) if _postgres(session) else utcnow()
+    return bool(_aware(until) > _aware(now))
+
+
+def _postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _aware(value: Any) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def seal(session: Session, job_id: str) -> None:
@@ -177,30 +357,59 @@ def fail_job(session: Session, job_id: str, error: str) -> None:
     )
 
 
+def fail_quietly(factory: sessionmaker[Session], job_id: str, error: str) -> bool:
+    """Fail an unfinished job after an unexpected error, never raising: the caller is already
+    handling one, and a job must not stay ``running`` because recording its failure failed.
+    True when the failure was recorded."""
+    try:
+        with factory.begin() as session:
+            fail_job(session, job_id, error)
+    except Exception:
+        log.exception("cannot record the failure of job %s", job_id)
+        return False
+    return True
+
+
 def job_view(session: Session, job: Job) -> dict[str, Any]:
     """The job as the API and ``--json`` show it."""
-    name = (
-        session.scalar(select(Collection.name).where(Collection.id == job.collection_id))
-        if job.collection_id is not None
-        else None
+    return job_views(session, [job])[0]
+
+
+def job_views(session: Session, jobs: Sequence[Job]) -> list[dict[str, Any]]:
+    """Jobs as the API and ``--json`` show them, with two queries for any number of jobs."""
+    ids = {job.collection_id for job in jobs if job.collection_id is not None}
+    names: dict[int | None, str] = dict(
+        session.execute(select(Collection.id, Collection.name).where(Collection.id.in_(ids))).all()
+        if ids
+        else []
     )
-    return {
-        "id": job.id,
-        "kind": job.kind,
-        "status": job.status.value,
-        "collection": name,
-        "progress": {"total": job.total, "done": job.done, "failed": job.failed},
-        "unchanged": job.skipped,
-        "rejected": session.scalar(
-            select(func.count()).select_from(JobError).where(JobError.job_id == job.id)
-        ),
-        "params": job.params,
-        "error": job.error,
-        "result": job.result,
-        "created_at": job.created_at.isoformat() if job.created_at else None,
-        "started_at": job.started_at.isoformat() if job.started_at else None,
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-    }
+    rejected = dict(
+        session.execute(
+            select(JobError.job_id, func.count())
+            .where(JobError.job_id.in_([job.id for job in jobs]))
+            .group_by(JobError.job_id)
+        ).all()
+        if jobs
+        else []
+    )
+    return [
+        {
+            "id": job.id,
+            "kind": job.kind,
+            "status": job.status.value,
+            "collection": names.get(job.collection_id),
+            "progress": {"total": job.total, "done": job.done, "failed": job.failed},
+            "unchanged": job.skipped,
+            "rejected": int(rejected.get(job.id, 0)),
+            "params": job.params,
+            "error": job.error,
+            "result": job.result,
+            "created_at": job.created_at.isoformat() if job.created_at else None,
+            "started_at": job.started_at.isoformat() if job.started_at else None,
+            "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        }
+        for job in jobs
+    ]
 
 
 def job_errors(

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from storage.models import ApiKey, utcnow
+from embedq.storage.models import ApiKey, utcnow
 
 KEY_SCHEME = "eq"
 PREFIX_BYTES = 6

@@ -16,6 +16,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Connection,
     DateTime,
     Enum,
     ForeignKey,
@@ -25,12 +26,15 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
+    func,
+    select,
+    update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SEQ_BITS = 40
-SEQ_MASK = (1 << SEQ_BITS) - 1
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -129,6 +133,10 @@ class Tombstone(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_created", "created_at", "id"),
+        Index("ix_jobs_collection_created", "collection_id", "created_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
@@ -145,11 +153,17 @@ class Job(Base):
     skipped: Mapped[int] = mapped_column(Integer, default=0)
     # True once the producer has submitted every batch; the job cannot finish before.
     sealed: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Until when the process streaming the job's records into SQL holds it: a second
+    # delivery of the ingestion finds it held and leaves it alone.
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     result: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Who runs a one-step (analysis) job now; with ``lease_until``, renewed while it runs, a
+    # second delivery of a job whose lease is live does nothing (storage/leases.py).
+    lease_owner: Mapped[str | None] = mapped_column(String(256), nullable=True)
 
 
 class JobBatch(Base):
@@ -182,6 +196,52 @@ class JobError(Base):
     line: Mapped[int | None] = mapped_column(Integer, nullable=True)
     external_id: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     reason: Mapped[str] = mapped_column(Text)
+
+
+class JobCallback(Base):
+    """A URL to POST a job's final JSON to once it finishes, and how delivery is going.
+
+    ``next_at`` is when the next attempt may begin: after a failed attempt, the retry time;
+    while an attempt runs (``sending``), the end of its lease."""
+
+    __tablename__ = "job_callbacks"
+    __table_args__ = (Index("ix_job_callbacks_due", "state", "next_at"),)
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class IdCounter(Base):
+    """The last id given to a row of a table whose ids must never be given twice. SQLite
+    numbers a new row one above the highest id in the table, so without it a collection made
+    right after the newest one was deleted would get that one's id, and its chunk ids."""
+
+    __tablename__ = "id_counters"
+
+    table: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger)
+
+
+@event.listens_for(Collection, "before_insert")
+def never_reuse_ids(_mapper: Any, connection: Connection, target: Collection) -> None:
+    """On SQLite, number a new collection from the counter (PostgreSQL's sequence never
+    gives an id twice). One statement that writes first: it takes SQLite's write lock before
+    it reads, as every write transaction here must."""
+    if connection.dialect.name != "sqlite" or target.id is not None:
+        return
+    highest = select(func.coalesce(func.max(Collection.id), 0)).scalar_subquery()
+    target.id = connection.execute(
+        update(IdCounter)
+        .where(IdCounter.table == "collections")
+        .values(last_id=func.max(IdCounter.last_id, highest) + 1)
+        .returning(IdCounter.last_id)
+    ).scalar_one()
 
 
 class ApiKey(Base):

@@ -31,6 +31,7 @@ Within one source, the first record with a given id wins; later ones are rejecte
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -40,17 +41,24 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from embedq.storage.models import Document
+
 __all__ = [
     "FORMATS",
+    "MAX_ID_CHARS",
     "CorpusError",
     "Record",
     "Rejected",
     "lone_surrogate",
+    "nul_field",
     "read_corpus",
     "record_from_object",
 ]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+MAX_ID_CHARS: int = Document.__table__.c.external_id.type.length  # type: ignore[attr-defined]
+"""Longest document id, in characters: the width of the id column."""
 
 FORMATS: tuple[str, ...] = ("jsonl", "csv", "tsv", "text")
 """Values accepted by ``read_corpus(fmt=...)``."""
@@ -105,14 +113,21 @@ Item = Record | Rejected
 
 
 def read_corpus(
-    paths: Sequence[str], *, fmt: str | None = None, stdin: BinaryIO | None = None
+    paths: Sequence[str],
+    *,
+    fmt: str | None = None,
+    stdin: BinaryIO | None = None,
+    stdin_id: str | None = None,
 ) -> Iterator[Record | Rejected]:
     """Stream records from files, folders or ``"-"`` (stdin), in the order given.
 
     ``fmt`` forces ``"jsonl"``, ``"csv"``, ``"tsv"`` or ``"text"`` for every input; by default
     the format follows the extension (``.jsonl``/``.ndjson``/``.json``, ``.csv``, ``.tsv``,
     ``.txt``/``.md``), a folder is read as text files and stdin as JSONL. ``stdin`` replaces
-    ``sys.stdin.buffer`` for ``"-"``.
+    ``sys.stdin.buffer`` for ``"-"``. Stdin read as ``"text"`` is one document whose id is
+    ``stdin_id``, or ``stdin-`` and 16 hex digits of the text's SHA-256: piping another text
+    adds a document instead of replacing the last one, and piping the same text again is a
+    no-op.
 
     All inputs are checked (format, existence, binary content) before the first item is
     yielded, so a bad path fails the whole call before anything is produced.
@@ -120,7 +135,7 @@ def read_corpus(
     forced = _check_fmt(fmt)
     plan = [(path, _plan(path, forced)) for path in paths]
     for path, kind in plan:
-        yield from _read_input(path, kind, stdin)
+        yield from _read_input(path, kind, stdin, stdin_id)
 
 
 # --------------------------------------------------------------------------------- planning
@@ -177,13 +192,15 @@ def _check_not_binary(head: bytes, source: str) -> None:
 # ---------------------------------------------------------------------------------- inputs
 
 
-def _read_input(path: str, kind: str, stdin: BinaryIO | None) -> Iterator[Item]:
+def _read_input(
+    path: str, kind: str, stdin: BinaryIO | None, stdin_id: str | None = None
+) -> Iterator[Item]:
     if kind == _FOLDER:
         yield from _read_folder(path)
         return
     if path == _STDIN:
         stream: BinaryIO = stdin if stdin is not None else sys.stdin.buffer
-        yield from _read_stream(stream, _STDIN, kind, _STDIN)
+        yield from _read_stream(stream, _STDIN, kind, stdin_id or "")
         return
     try:
         fh = open(path, "rb")  # noqa: SIM115 - closed by the with block below
@@ -197,7 +214,7 @@ def _read_stream(stream: BinaryIO, source: str, kind: str, doc_id: str) -> Itera
     if kind == "text":
         data = stream.read()
         _check_not_binary(data, source)
-        yield _document(data, source, doc_id)
+        yield _document(data, source, doc_id or f"stdin-{hashlib.sha256(data).hexdigest()[:16]}")
         return
     lines = _numbered_lines(stream, source)
     if kind == "jsonl":
@@ -288,7 +305,9 @@ def record_from_object(obj: Any, *, source: str, line: int) -> Record | Rejected
     if problem is not None:
         return Rejected(source, line, problem, doc_id)
     meta = obj["meta"] if "meta" in obj else obj.get("metadata")
-    return Record(doc_id, obj["text"], _blank_to_none(obj.get("title")), meta, source, line)
+    return _storable(
+        Record(doc_id, obj["text"], _blank_to_none(obj.get("title")), meta, source, line)
+    )
 
 
 def _json_id(obj: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -325,6 +344,40 @@ def _json_fields_problem(obj: dict[str, Any]) -> str | None:
     for field, value in (("text", text), ("title", title), ("meta", meta)):
         if lone_surrogate(value) is not None:
             return f"invalid Unicode in {field} (a lone surrogate escape)"
+    return None
+
+
+def _storable(record: Record) -> Record | Rejected:
+    """The record, or why a database cannot store it: an id wider than the id column, or a NUL
+    character (PostgreSQL's text and JSONB cannot hold one; SQLite would, so both back ends
+    refuse it alike)."""
+    reason = None
+    if len(record.id) > MAX_ID_CHARS:
+        reason = f"id too long ({len(record.id)} characters; at most {MAX_ID_CHARS})"
+    else:
+        fields = {"id": record.id, "text": record.text, "title": record.title, "meta": record.meta}
+        field = nul_field(fields)
+        if field is not None:
+            reason = f"NUL character (\\u0000) in {field}"
+    if reason is None:
+        return record
+    return Rejected(record.source, record.line, reason, record.id)
+
+
+def nul_field(fields: dict[str, Any]) -> str | None:
+    """The name of the first field whose value holds a NUL character, at any depth."""
+    for name, value in fields.items():
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                if "\0" in item:
+                    return name
+            elif isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
     return None
 
 
@@ -479,7 +532,7 @@ def _row_item(row: list[str], cols: _Columns, source: str, line: int, valid: boo
         return Rejected(source, line, problem, doc_id)
     title = _blank_to_none(row[cols.title]) if cols.title is not None else None
     meta = {name: row[i] for i, name in cols.meta} or None
-    return Record(doc_id, text, title, meta, source, line)
+    return _storable(Record(doc_id, text, title, meta, source, line))
 
 
 def _read_delimited(
@@ -514,7 +567,7 @@ def _document(data: bytes, source: str, doc_id: str) -> Item:
     problem = _text_problem(text)
     if problem is not None:
         return Rejected(source, 1, problem, doc_id)
-    return Record(doc_id, text, None, None, source, 1)
+    return _storable(Record(doc_id, text, None, None, source, 1))
 
 
 def _read_folder(folder: str) -> Iterator[Item]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -39,7 +42,9 @@ def ensure_ready(engine: Engine) -> None:
 
     try:
         if engine.dialect.name == "sqlite":
-            upgrade(engine)
+            with _upgrade_lock(engine):
+                if not is_current(engine):
+                    upgrade(engine)
         elif not is_current(engine):
             raise SchemaNotReady("the database schema is not up to date: run 'embedq db upgrade'")
     except OperationalError as exc:
@@ -51,3 +56,23 @@ def is_current(engine: Engine) -> bool:
     head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision() == head
+
+
+@contextmanager
+def _upgrade_lock(engine: Engine) -> Iterator[None]:
+    """One upgrade at a time per SQLite file: processes that start together (two ``embedq
+    index`` runs on a fresh data folder) would otherwise both create the tables, and one would
+    fail with "database is locked" or "table already exists". The lock is a file beside the
+    database, held with ``flock`` (released by the kernel if the process dies)."""
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    path = Path(database).with_name(Path(database).name + ".upgrade-lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

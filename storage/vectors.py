@@ -8,7 +8,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.models import Chunk, Document
+from embedq.storage.models import Chunk, Document
 
 PAGE = 20_000
 

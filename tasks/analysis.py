@@ -12,24 +12,32 @@ import gzip
 import io
 import json
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 
-from storage.jobs import complete_job, create_job, fail_job, mark_running
-from storage.models import Collection, Document, Job
-from storage.vectors import document_vectors
-from tasks.runtime import Runtime
-from workers.models import canonical_spec
+from embedq.storage.db import transaction
+from embedq.storage.jobs import complete_job, create_job, fail_job, mark_running
+from embedq.storage.leases import held_lease
+from embedq.storage.models import Collection, Document, Job
+from embedq.storage.vectors import document_vectors
+from embedq.tasks import lookup, names
+from embedq.tasks.collection_setup import CollectionSpec
+from embedq.tasks.dispatch import Dispatcher, Work
+from embedq.tasks.errors import BadInput, EmbedqError
+from embedq.tasks.producer import follow, submit_index_job
+from embedq.tasks.runtime import Runtime
+from embedq.workers.models import canonical_spec
 
 Handler = Callable[[Runtime, str, dict[str, Any]], dict[str, Any]]
 INLINE_VECTORS = 10_000
 """Embedding results up to this many vectors are also kept in the job's result JSON."""
 
 
-class AnalysisError(ValueError):
+class AnalysisError(BadInput):
     """A job that cannot run as asked; its message becomes the job's error."""
 
 
@@ -41,10 +49,7 @@ def results_dir(rt: Runtime, job_id: str) -> Path:
 
 def _collection(rt: Runtime, name: str) -> Collection:
     with rt.sessions() as session:
-        coll = session.scalars(select(Collection).where(Collection.name == name)).first()
-    if coll is None:
-        raise AnalysisError(f"no collection named {name!r}")
-    return coll
+        return lookup.collection(session, name)
 
 
 def _texts(params: dict[str, Any]) -> list[str]:
@@ -84,7 +89,7 @@ def run_embed(rt: Runtime, job_id: str, params: dict[str, Any]) -> dict[str, Any
             )
         model, labels = coll.model, {"ids": ids}
     else:
-        from workers.pooling import cached_encoder
+        from embedq.workers.pooling import cached_encoder
 
         model = canonical_spec(params.get("model") or rt.settings.model)
         encoder = cached_encoder(model, rt.settings.device, rt.settings.precision)
@@ -97,6 +102,7 @@ def run_embed(rt: Runtime, job_id: str, params: dict[str, Any]) -> dict[str, Any
             weighting=params.get("weighting", "mean"),
             normalize=bool(params.get("normalize", strategy == "sentence-transformers")),
             layer=params.get("layer"),
+            batch_tokens=rt.settings.batch_tokens,
         )
         labels = {}
     out = results_dir(rt, job_id)
@@ -136,7 +142,7 @@ def run_zero_shot(rt: Runtime, job_id: str, params: dict[str, Any]) -> dict[str,
 
 
 def _classifier(rt: Runtime, params: dict[str, Any]) -> Callable[[list[str]], list[Any]]:
-    from workers import zeroshot
+    from embedq.workers import zeroshot
 
     labels = list(params["labels"])
     template = params.get("template") or zeroshot.DEFAULT_TEMPLATE
@@ -173,8 +179,8 @@ def _shape(scores: list[list[tuple[str, float]]]) -> list[list[dict[str, Any]]]:
 
 
 def run_words(rt: Runtime, job_id: str, params: dict[str, Any]) -> dict[str, Any]:
-    from workers.pooling import cached_encoder
-    from workers.words import analyse
+    from embedq.workers.pooling import cached_encoder
+    from embedq.workers.words import analyse
 
     sentence = params.get("sentence") or params.get("text")
     if not isinstance(sentence, str) or not sentence.strip():
@@ -187,7 +193,7 @@ def run_words(rt: Runtime, job_id: str, params: dict[str, Any]) -> dict[str, Any
 
 
 def run_cluster(rt: Runtime, job_id: str, params: dict[str, Any]) -> dict[str, Any]:
-    from workers import clustering
+    from embedq.workers import clustering
 
     coll = _collection(rt, params.get("collection", ""))
     with rt.sessions() as session:
@@ -224,7 +230,7 @@ def run_cluster(rt: Runtime, job_id: str, params: dict[str, Any]) -> dict[str, A
 
 
 def run_export(rt: Runtime, job_id: str, params: dict[str, Any]) -> dict[str, Any]:
-    from storage.exports import write_projector
+    from embedq.storage.exports import write_projector
 
     coll = _collection(rt, params.get("collection", ""))
     with rt.sessions() as session:
@@ -294,10 +300,8 @@ def run_eval_sts(rt: Runtime, job_id: str, params: dict[str, Any]) -> dict[str, 
 def run_eval_beir(rt: Runtime, job_id: str, params: dict[str, Any]) -> dict[str, Any]:
     """Index DIR/corpus.jsonl into the collection (unchanged documents are skipped), answer
     DIR/queries.jsonl, and score against DIR/qrels/<split>.tsv."""
-    from api.search import search
-    from tasks.indexing import CollectionSpec
-    from tasks.producer import follow, submit_index_job
-    from workers.evaluation import evaluate, load_qrels
+    from embedq.tasks.search import DEFAULT_MODE, MODES, SearchOptions, search
+    from embedq.workers.evaluation import evaluate, load_qrels
 
     folder = Path(params.get("dir", ""))
     split = params.get("split") or "test"
@@ -309,24 +313,33 @@ def run_eval_beir(rt: Runtime, job_id: str, params: dict[str, Any]) -> dict[str,
     index_job = submit_index_job(
         rt, CollectionSpec(name, params.get("model")), [str(needed[0])], progress=False
     )
-    if rt.settings.broker_url:
-        follow(rt, index_job, progress=False)
+    follow(rt, index_job, progress=False)
     queries = [
         json.loads(line)
         for line in needed[1].read_text(encoding="utf-8").splitlines()
         if line.strip()
     ]
-    run: dict[str, list[str]] = {}
-    for start in range(0, len(queries), 256):
-        part = queries[start : start + 256]
-        hits = search(rt, name, [q["text"] for q in part], 100)
-        run.update({str(q["_id"]): [h.id for h in hs] for q, hs in zip(part, hits, strict=True)})
-    scores = evaluate(run, load_qrels(needed[2]))
+    qrels = load_qrels(needed[2])
+    modes = params.get("modes") or list(MODES)
+    per_mode: dict[str, dict[str, float]] = {}
+    for mode in modes:
+        run: dict[str, list[str]] = {}
+        options = SearchOptions(mode=mode, meta=False)
+        for start in range(0, len(queries), 256):
+            part = queries[start : start + 256]
+            hits = search(rt, name, [q["text"] for q in part], 100, options)
+            run.update(
+                {str(q["_id"]): [h.id for h in hs] for q, hs in zip(part, hits, strict=True)}
+            )
+        per_mode[mode] = {k: round(v, 4) for k, v in evaluate(run, qrels).items()}
+    main = DEFAULT_MODE if DEFAULT_MODE in per_mode else modes[0]
     return {
         "collection": name,
         "index_job": index_job,
         "split": split,
-        **{k: round(v, 4) for k, v in scores.items()},
+        "mode": main,
+        **per_mode[main],
+        "modes": per_mode,
     }
 
 
@@ -339,21 +352,38 @@ KINDS: dict[str, Handler] = {
     "eval_sts": run_eval_sts,
     "eval_beir": run_eval_beir,
 }
-QUEUES = {"embed": "embed", "zero_shot": "embed", "words": "embed", "eval_sts": "embed"}
-"""Model-heavy kinds go to the GPU workers; the rest to ``default``."""
+MODEL_KINDS = frozenset({"embed", "zero_shot", "words", "eval_sts"})
+"""Model-heavy kinds run on the ``embed`` queue's (GPU) workers; the rest on ``default``."""
 
 
 def create_analysis_job(rt: Runtime, kind: str, params: dict[str, Any]) -> str:
     if kind not in KINDS:
         raise AnalysisError(f"unknown job kind {kind!r}; use one of {', '.join(KINDS)}")
     coll_id = _collection(rt, params["collection"]).id if params.get("collection") else None
-    with rt.sessions.begin() as session:
+    with transaction(rt.sessions) as session:
         return create_job(session, kind, collection_id=coll_id, params=params)
 
 
+def start_analysis(rt: Runtime, dispatcher: Dispatcher, kind: str, params: dict[str, Any]) -> str:
+    """Create the job and hand it on: to its queue, or to be run in this process."""
+    job_id = create_analysis_job(rt, kind, params)
+    queue = names.EMBED_QUEUE if kind in MODEL_KINDS else names.DEFAULT_QUEUE
+    run = partial(run_analysis_job, rt, job_id)
+    dispatcher.start(Work(job_id, names.ANALYSE, (job_id,), run, queue))
+    return job_id
+
+
 def run_analysis_job(rt: Runtime, job_id: str) -> dict[str, Any] | None:
-    """Run a queued analysis job to its end; the outcome is stored on the job row."""
-    with rt.sessions.begin() as session:
+    """Run a queued analysis job to its end under its lease (a second delivery of a job that
+    is still running does nothing); the outcome is stored on the job row."""
+    with held_lease(rt.sessions, job_id) as mine:
+        return _run_analysis_job(rt, job_id) if mine else None
+
+
+def _run_analysis_job(rt: Runtime, job_id: str) -> dict[str, Any] | None:
+    # Reads, then writes: take SQLite's write lock first (another writer, e.g. the
+    # callback registered for this job, would make the upgrade fail as "locked").
+    with transaction(rt.sessions, write=True) as session:
         job = session.get(Job, job_id)
         if job is None or job.status.finished:
             return None
@@ -361,7 +391,7 @@ def run_analysis_job(rt: Runtime, job_id: str) -> dict[str, Any] | None:
         mark_running(session, job_id)
     try:
         result = KINDS[kind](rt, job_id, params)
-    except (AnalysisError, ValueError, LookupError, OSError) as exc:
+    except (EmbedqError, ValueError, LookupError, OSError) as exc:
         with rt.sessions.begin() as session:
             fail_job(session, job_id, str(exc))
         return None

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 from kombu import Exchange, Queue
 
-from tasks.settings import get_settings
+from embedq.tasks.logs import configure_logging
+from embedq.tasks.names import DEFAULT_QUEUE, QUEUES, TASK_QUEUES
+from embedq.tasks.settings import get_settings
 
-QUEUES = ("embed", "index", "default")
 # Longer than the longest task, or Redis hands an unacknowledged task to a second worker.
 VISIBILITY_TIMEOUT = 6 * 3600
 
 
 def make_app() -> Celery:
     settings = get_settings()
-    app = Celery("embedq", include=["tasks.definitions"])
+    app = Celery("embedq", include=["embedq.tasks.definitions", "embedq.tasks.callback_task"])
     exchange = Exchange("embedq", type="direct")
     app.conf.update(
         broker_url=settings.broker_url,
@@ -28,16 +29,12 @@ def make_app() -> Celery:
         accept_content=["json"],
         result_accept_content=["json"],
         task_queues=[Queue(q, exchange, routing_key=q) for q in QUEUES],
-        task_default_queue="default",
+        task_default_queue=DEFAULT_QUEUE,
         task_default_exchange="embedq",
-        task_default_routing_key="default",
+        task_default_routing_key=DEFAULT_QUEUE,
         task_create_missing_queues=False,
         task_routes={
-            "embedq.embed_batch": {"queue": "embed", "routing_key": "embed"},
-            "embedq.catch_up": {"queue": "index", "routing_key": "index"},
-            "embedq.ingest_file": {"queue": "default", "routing_key": "default"},
-            "embedq.analyse": {"queue": "default", "routing_key": "default"},
-            "embedq.reconcile": {"queue": "default", "routing_key": "default"},
+            task: {"queue": queue, "routing_key": queue} for task, queue in TASK_QUEUES.items()
         },
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -50,37 +47,35 @@ def make_app() -> Celery:
         task_track_started=True,
         worker_hijack_root_logger=False,
     )
-    app.steps["worker"].add(ReconcileStep)
+    app.steps["worker"].add(MetricsStep)
     return app
 
 
-class ReconcileStep(bootsteps.StartStopStep):
-    """In every worker: a heartbeat thread, and on the worker's timer (at start, then every
-    ``EMBEDQ_RECONCILE_EVERY_S``) a coalesced request for one ``embedq.reconcile`` task on
-    the ``default`` queue. The timer only sends; the reconciler runs as a task."""
+@signals.setup_logging.connect
+def _setup_logging(loglevel: Any = None, **_: Any) -> None:
+    """Workers log in ``EMBEDQ_LOG_FORMAT`` (connecting this stops Celery's own set-up)."""
+    configure_logging(get_settings().log_format, loglevel or "INFO")
 
-    requires = ("celery.worker.components:Timer",)
+
+class MetricsStep(bootsteps.StartStopStep):
+    """In a worker's main process: serve the worker metrics on ``EMBEDQ_METRICS_PORT``
+    (off when 0); see ``embedq.tasks.metrics``."""
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        self.tref: Any = None
-        self.heartbeat: Any = None
+        self.server: Any = None
 
     def start(self, parent: Any) -> None:
-        from tasks.definitions import start_heartbeat, trigger_reconcile
+        settings = get_settings()
+        if settings.metrics_port:
+            from embedq.tasks.metrics import start_exporter
 
-        self.heartbeat = start_heartbeat(parent.hostname)
-        trigger_reconcile()
-        every = get_settings().reconcile_every_s
-        self.tref = parent.timer.call_repeatedly(every, trigger_reconcile, priority=10)
+            self.server = start_exporter(settings.metrics_port, settings.metrics_addr)
 
     def stop(self, parent: Any) -> None:
-        if self.tref is not None:
-            self.tref.cancel()
-            self.tref = None
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
-            self.heartbeat = None
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
 
 
 app = make_app()

@@ -1,48 +1,106 @@
-"""How work is handed on: to Celery queues when a broker is set, else run right here."""
+"""How work is handed on: to Celery queues when a broker is set, else run right here.
+
+This is the one place that decides between the embedded default and a broker
+(``dispatcher_for``); everything above talks to a :class:`Dispatcher` and asks SQL, not the
+dispatcher, whether a job has finished.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Protocol
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from sqlalchemy import func, select
-
-from storage.jobs import mark_queued
-from storage.models import BatchState, JobBatch
-from tasks.runtime import Runtime
-
-if TYPE_CHECKING:
-    from tasks.indexing import CutBatch
+from embedq.storage.db import transaction
+from embedq.storage.jobs import fail_job, unqueued
+from embedq.tasks import feeding, indexing
+from embedq.tasks.errors import BadInput, Unavailable
+from embedq.tasks.runtime import Runtime
+from embedq.tasks.settings import Settings
 
 log = logging.getLogger(__name__)
+FEED_EVERY_S = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """A job's run, as a Celery task on a worker or as a function in this process."""
+
+    job_id: str
+    task: str
+    args: tuple[Any, ...]
+    here: Callable[[], object]
+    queue: str | None = None
+
+
+class Background(Protocol):
+    """Where a long-running process (the API) runs embedded jobs: off the request."""
+
+    def submit(self, rt: Runtime, job_id: str, work: Callable[[], object]) -> None: ...
 
 
 class Dispatcher(Protocol):
-    def embed(self, batch_id: int) -> None: ...
+    def start(self, work: Work) -> None:
+        """Run a job: queued for a worker, or here (in the background when there is one)."""
 
-    def catch_up(self, collection: str) -> None: ...
+    def ingesting(
+        self, job_id: str, collection: str
+    ) -> AbstractContextManager[Callable[[int], object]]:
+        """While a producer ingests: what to do with each new batch id. Leaving the block
+        normally means everything was ingested."""
 
-    def ingest_file(self, job_id: str, path: str, fmt: str | None) -> None: ...
+    def feed(self, job_id: str) -> int:
+        """Hand on the job's batches not yet handed on (within its window); how many."""
 
-    def analyse(self, job_id: str, kind: str) -> None: ...
+    def catch_up(self, collection: str) -> None:
+        """Bring the collection's published index up to date, here or on the index queue."""
 
 
 class InlineDispatcher:
     """Embedded default: every step runs in the calling process.
 
-    Inside ``overlapped()``, ``embed`` reads and cuts a batch into windows in the calling
-    thread while the previous batch's forward pass and write run in a second thread (one batch
+    While ingesting, ``embed`` reads and cuts a batch into windows in the calling thread
+    while the previous batch's forward pass and write run in a second thread (one batch
     ahead at most); elsewhere it runs each batch to the end before returning.
     """
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, background: Background | None = None) -> None:
         self.rt = rt
+        self.background = background
         self._ahead: ThreadPoolExecutor | None = None
         self._running: Future[None] | None = None
+
+    def start(self, work: Work) -> None:
+        if self.background is None:
+            work.here()
+        else:
+            self.background.submit(self.rt, work.job_id, work.here)
+
+    @contextmanager
+    def ingesting(self, job_id: str, collection: str) -> Iterator[Callable[[int], object]]:
+        with self.overlapped():
+            yield self.embed
+        self.catch_up(collection)
+
+    def feed(self, job_id: str) -> int:
+        ran = 0
+        while True:
+            with self.rt.sessions() as session:
+                batch_ids = unqueued(session, job_id, 64)
+            for batch_id in batch_ids:
+                self.embed(batch_id)
+            ran += len(batch_ids)
+            if len(batch_ids) < 64:
+                return ran
+
+    def catch_up(self, collection: str) -> None:
+        # One writer per process: jobs and deletions may catch up from several threads.
+        with self.rt.writer_lock:
+            self.rt.writer.catch_up(collection)
 
     @contextmanager
     def overlapped(self) -> Iterator[None]:
@@ -57,8 +115,6 @@ class InlineDispatcher:
             self._ahead = None
 
     def embed(self, batch_id: int) -> None:
-        from tasks import indexing
-
         try:
             cut = indexing.cut_batch(self.rt, batch_id)
         except Exception as exc:
@@ -72,17 +128,13 @@ class InlineDispatcher:
         self._wait()
         self._running = self._ahead.submit(self._store, cut)
 
-    def _store(self, cut: CutBatch) -> None:
-        from tasks import indexing
-
+    def _store(self, cut: indexing.CutBatch) -> None:
         try:
             indexing.store_batch(self.rt, cut)
         except Exception as exc:
             self._failed(cut.batch_id, exc)
 
     def _failed(self, batch_id: int, exc: Exception) -> None:
-        from tasks import indexing
-
         log.exception("batch %s failed", batch_id)
         indexing.fail_batch(self.rt, batch_id, f"{type(exc).__name__}: {exc}")
 
@@ -91,70 +143,65 @@ class InlineDispatcher:
         if running is not None:
             running.result()
 
-    def catch_up(self, collection: str) -> None:
-        from tasks import indexing
-
-        indexing.catch_up(self.rt, collection)
-
-    def ingest_file(self, job_id: str, path: str, fmt: str | None) -> None:
-        from tasks import indexing
-
-        indexing.ingest_file(self.rt, job_id, path, fmt, self, inline=True)
-
-    def analyse(self, job_id: str, kind: str) -> None:
-        from tasks.analysis import run_analysis_job
-
-        run_analysis_job(self.rt, job_id)
-
 
 class CeleryDispatcher:
-    """Queue tasks that carry ids only; the producer waits while too many batches are pending."""
+    """Queue tasks that carry ids only; batches go out within each job's window."""
 
-    def __init__(self, rt: Runtime, job_id: str | None = None) -> None:
+    def __init__(self, rt: Runtime) -> None:
+        # Imported here: the embedded default never loads Celery (a second of start-up).
+        from embedq.tasks import broker
+
         self.rt = rt
-        self.job_id = job_id
+        self.broker = broker
 
-    def embed(self, batch_id: int) -> None:
-        from tasks.definitions import embed_batch
+    def start(self, work: Work) -> None:
+        try:
+            self.broker.send(work.task, work.args, work.queue)
+        except Exception as exc:
+            log.exception("cannot queue job %s", work.job_id)
+            with transaction(self.rt.sessions) as session:
+                fail_job(session, work.job_id, f"cannot queue the job: {exc}")
+            raise Unavailable(f"cannot queue the job: {exc}") from exc
 
-        if self.job_id:
-            self._wait_for_room(self.job_id)
-        with self.rt.sessions.begin() as session:
-            mark_queued(session, batch_id)
-        embed_batch.apply_async(args=[batch_id])
+    @contextmanager
+    def ingesting(self, job_id: str, collection: str) -> Iterator[Callable[[int], object]]:
+        # Workers keep a full window full (each settled batch hands on the next); the
+        # producer tops it up at most every FEED_EVERY_S while it ingests, and once at the
+        # end, instead of asking SQL after every batch.
+        last = -FEED_EVERY_S
+
+        def each(_batch_id: int) -> None:
+            nonlocal last
+            if time.monotonic() - last >= FEED_EVERY_S:
+                self.feed(job_id)
+                last = time.monotonic()
+
+        yield each
+        self.feed(job_id)
+
+    def feed(self, job_id: str) -> int:
+        return feeding.feed(self.rt, job_id, self.broker.send_embed)
 
     def catch_up(self, collection: str) -> None:
-        from tasks.definitions import request_catch_up
-
-        request_catch_up(collection)
-
-    def ingest_file(self, job_id: str, path: str, fmt: str | None) -> None:
-        from tasks.definitions import ingest_file
-
-        ingest_file.apply_async(args=[job_id, path, fmt])
-
-    def analyse(self, job_id: str, kind: str) -> None:
-        from tasks.analysis import QUEUES
-        from tasks.definitions import analyse
-
-        queue = QUEUES.get(kind, "default")
-        analyse.apply_async(args=[job_id], queue=queue, routing_key=queue)
-
-    def _wait_for_room(self, job_id: str) -> None:
-        limit = self.rt.settings.max_pending_batches
-        while True:
-            with self.rt.sessions() as session:
-                pending = session.scalar(
-                    select(func.count())
-                    .select_from(JobBatch)
-                    .where(JobBatch.job_id == job_id, JobBatch.state == BatchState.pending)
-                )
-            if (pending or 0) < limit:
-                return
-            time.sleep(0.2)
+        self.broker.request_catch_up(collection)
 
 
-def dispatcher_for(rt: Runtime, job_id: str | None = None) -> Dispatcher:
+def dispatcher_for(rt: Runtime, background: Background | None = None) -> Dispatcher:
+    """The broker's dispatcher when ``EMBEDQ_BROKER_URL`` is set, else the embedded one
+    (running jobs on ``background`` when given, else in the caller)."""
     if rt.settings.broker_url:
-        return CeleryDispatcher(rt, job_id)
+        return CeleryDispatcher(rt)
+    return InlineDispatcher(rt, background)
+
+
+def here(rt: Runtime) -> InlineDispatcher:
+    """A dispatcher that runs a job in this process whatever the settings (a CLI export
+    writes to the caller's disk)."""
     return InlineDispatcher(rt)
+
+
+def require_broker(settings: Settings, what: str = "workers") -> str:
+    """The broker URL; BadInput when there is none and ``what`` needs one."""
+    if not settings.broker_url:
+        raise BadInput(f"EMBEDQ_BROKER_URL is not set: {what} need a broker (redis://...)")
+    return settings.broker_url

@@ -1,45 +1,86 @@
 """Submit an index job: stream the corpus into SQL and hand batches on as they form.
 
-With a broker the batches go to the ``embed`` queue and this returns the job id at once
-(``follow`` watches it); without one every batch runs here, then the index catches up.
+This is the one submission path, for the CLI, the HTTP API (through ``embedq.tasks.uploads``) and
+the evaluation job: ``run_ingest`` streams records into SQL and hands each batch to the
+dispatcher. With a broker nothing here waits on a worker: batches go out within the job's
+window and the job id comes back at ingest speed (``follow`` watches it); embedded, every
+batch runs here, then the index catches up.
 """
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Sequence
-from contextlib import nullcontext
-from typing import BinaryIO
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, BinaryIO
 
-from tqdm import tqdm
+from embedq.storage.db import describe_error, transaction
+from embedq.storage.jobs import create_job, fail_job, fail_quietly
+from embedq.storage.models import Collection, Job
+from embedq.storage.readers import CorpusError, Record, Rejected, read_corpus
+from embedq.tasks.collection_setup import CollectionSpec, ensure_collection
+from embedq.tasks.dispatch import Dispatcher, dispatcher_for
+from embedq.tasks.errors import BadInput
+from embedq.tasks.indexing import finish, ingest
+from embedq.tasks.logs import log_context
+from embedq.tasks.progress import JobBar, estimate_records
+from embedq.tasks.runtime import Runtime
 
-from storage.jobs import fail_job
-from storage.models import Job
-from storage.readers import CorpusError, read_corpus
-from tasks.dispatch import InlineDispatcher, dispatcher_for
-from tasks.indexing import (
-    CollectionSpec,
-    JobInputError,
-    ensure_collection,
-    finish,
-    ingest,
-    start_index_job,
-)
-from tasks.runtime import Runtime
-
-
-def _bar(desc: str, progress: bool) -> tqdm:
-    return tqdm(desc=desc, unit="doc", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+FILE_GROUP_BATCHES = 16
+"""Batches written per transaction when reading files (which never block between records):
+a commit per batch costs more than the batch's rows on PostgreSQL."""
+PIPED_BATCH_DOCS = 64
+"""Documents a batch waits for when they come through a pipe (which may be slow): its records
+are handed on after at most this many, not after a task's full token budget."""
 
 
-def _show(rt: Runtime, job_id: str, bar: tqdm) -> Job:
+def _show(rt: Runtime, job_id: str, bar: JobBar) -> Job:
     with rt.sessions() as session:
         job = session.get_one(Job, job_id)
-    bar.total = job.total
-    bar.n = job.done + job.failed
-    bar.refresh()
+    bar.show(job)
     return job
+
+
+def start_index_job(rt: Runtime, coll: Collection, params: dict[str, Any]) -> str:
+    """A queued index job for the collection; returns its id."""
+    with transaction(rt.sessions) as session:
+        return create_job(session, "index", collection_id=coll.id, params=params)
+
+
+def run_ingest(
+    rt: Runtime,
+    dispatcher: Dispatcher,
+    job_id: str,
+    collection: str,
+    items: Iterable[Record | Rejected],
+    after_batch: Callable[[], object] | None = None,
+    *,
+    piped: bool = False,
+) -> None:
+    """Stream ``items`` into the job, hand each batch on, seal the job and finish it if it
+    can (embedded, it can: every batch ran). A corpus that cannot be read fails the job.
+    ``piped``: records may come slowly (stdin), so each batch is handed on as it forms."""
+    try:
+        with dispatcher.ingesting(job_id, collection) as on_batch:
+
+            def each(batch_id: int) -> None:
+                on_batch(batch_id)
+                if after_batch is not None:
+                    after_batch()
+
+            if piped:
+                size = min(rt.settings.batch_docs, PIPED_BATCH_DOCS)
+                ingest(rt, job_id, items, each, batch_docs=size, group_batches=1)
+            else:
+                ingest(rt, job_id, items, each, group_batches=FILE_GROUP_BATCHES)
+    except (CorpusError, BadInput) as exc:
+        with transaction(rt.sessions) as session:
+            fail_job(session, job_id, str(exc))
+        raise BadInput(str(exc)) from exc
+    except BaseException as exc:
+        # A storage error (or any other) must not leave the job running.
+        fail_quietly(rt.sessions, job_id, describe_error(exc))
+        raise
+    finish(rt, job_id)
 
 
 def submit_index_job(
@@ -49,39 +90,36 @@ def submit_index_job(
     *,
     fmt: str | None = None,
     stdin: BinaryIO | None = None,
+    stdin_id: str | None = None,
     progress: bool = True,
 ) -> str:
     """Create the job and ingest ``paths``; returns the job id."""
     coll = ensure_collection(rt, spec)
     job_id = start_index_job(rt, coll, {"paths": list(paths), "format": fmt})
-    dispatcher = dispatcher_for(rt, job_id)
-    inline = isinstance(dispatcher, InlineDispatcher)
-    bar = _bar(f"{'indexing' if inline else 'queueing'} {coll.name}", progress)
-
-    def dispatch(batch_id: int) -> None:
-        dispatcher.embed(batch_id)
-        _show(rt, job_id, bar)
-
-    # Embedded: cut the next batch into windows while the previous one is in its forward pass.
-    overlap = dispatcher.overlapped() if isinstance(dispatcher, InlineDispatcher) else nullcontext()
+    estimate = estimate_records(paths, fmt) if progress else None
+    bar = JobBar(f"indexing {coll.name}", enabled=progress, estimate=estimate)
     try:
-        with overlap:
-            ingest(rt, job_id, read_corpus(paths, fmt=fmt, stdin=stdin), dispatch)
-    except (CorpusError, JobInputError) as exc:
-        with rt.sessions.begin() as session:
-            fail_job(session, job_id, str(exc))
-        raise JobInputError(str(exc)) from exc
+        records = read_corpus(paths, fmt=fmt, stdin=stdin, stdin_id=stdin_id)
+        with log_context(job_id=job_id, collection=coll.name):
+            run_ingest(
+                rt,
+                dispatcher_for(rt),
+                job_id,
+                coll.name,
+                records,
+                (lambda: _show(rt, job_id, bar)) if progress else None,
+                piped=stdin is not None,
+            )
+        if progress:
+            _show(rt, job_id, bar)  # the last batch settled after the last update
     finally:
         bar.close()
-    if inline:
-        dispatcher.catch_up(coll.name)
-    finish(rt, job_id)
     return job_id
 
 
 def follow(rt: Runtime, job_id: str, *, progress: bool = True, interval: float = 0.5) -> Job:
     """Poll the job until it has finished, with a progress bar; returns the final row."""
-    bar = _bar(f"job {job_id[:8]}", progress)
+    bar = JobBar(f"job {job_id[:8]}", enabled=progress)
     try:
         while True:
             job = _show(rt, job_id, bar)

@@ -16,8 +16,16 @@ What it does, each run:
   ``queued_at``) on a worker that is gone (no heartbeat) or that answers but is not running
   it, is queued again; the delivery it lost was counted, so a batch that kills its worker
   every time ends failed after ``EMBEDQ_MAX_ATTEMPTS`` deliveries;
+- **stranded**: a pending batch queued a while ago (three reconciler periods, at least 30 s)
+  that no worker began since, whose message is neither in the broker's embed queue nor held
+  by a worker that answers, is queued again: its message went to a worker killed before it
+  began the batch, and sits unacknowledged for the visibility timeout (the queue holds only
+  each job's window, so reading it is cheap);
 - **lease**: a pending batch queued more than ``EMBEDQ_BATCH_LEASE_S`` ago that no worker
-  began since is queued again;
+  began since is queued again (when the queue could not be read);
+- **feed**: a running job with fewer batches in the broker than its window and some never
+  handed on gets them (``embedq.tasks.feeding``): the worker that would have fed it may have died
+  between settling a batch and handing on the next;
 - **finish**: a sealed running job with nothing pending is finished (the worker that settled
   its last batch may have died before finishing it);
 - **index**: a collection with chunks above its published snapshot's watermark gets a
@@ -46,22 +54,25 @@ from typing import Any, Protocol
 
 from sqlalchemy import func, select
 
-from storage.jobs import claim_requeue
-from storage.models import BatchState, Collection, Job, JobBatch, JobStatus
-from tasks.runtime import Runtime
+from embedq.storage.db import transaction
+from embedq.storage.jobs import claim_requeue
+from embedq.storage.models import BatchState, Collection, Job, JobBatch, JobStatus
+from embedq.tasks.feeding import feed_all
+from embedq.tasks.indexing import finish
+from embedq.tasks.names import HEARTBEAT_KEY
+from embedq.tasks.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-EPOCH_KEY = "embedq:broker-epoch"
-TRIGGER_KEY = "embedq:reconcile"
-HEARTBEAT_KEY = "embedq:worker:{}"
 BOOT = secrets.token_hex(4)
 """Tells this worker process apart from an earlier one with the same hostname (a container
 restarted in place keeps its hostname and often its pid)."""
 
 BROKER_LOST = "broker lost"
 WORKER_LOST = "worker lost"
+STRANDED = "message stranded"
 LEASE = "lease expired"
+STRANDED_MIN_S = 30.0
 
 
 # --- worker identity and liveness -----------------------------------------------------------
@@ -93,7 +104,8 @@ class Heartbeat:
     """A thread that keeps ``embedq:worker:<identity>`` alive in Redis for a worker process.
 
     A thread of its own, because a solo-pool worker's event loop (and its timer) is blocked
-    while it runs a task, and a busy worker must not look dead. The key expires three periods
+    while it runs a task (a CPU embed worker, the index writer), and a busy worker must not
+    look dead. The key expires three periods
     after the process is killed.
     """
 
@@ -141,11 +153,13 @@ class PendingBatch:
 @dataclass(frozen=True, slots=True)
 class WorkerView:
     """What the workers said: who is alive (heartbeats), who answered, and which batches the
-    answering workers run or hold (active, reserved or scheduled for a retry)."""
+    answering workers run or hold (active, reserved or scheduled for a retry); and which
+    batches have a message waiting in the embed queue (None: the queue was not read)."""
 
     alive: frozenset[str] = frozenset()
     answered: frozenset[str] = frozenset()
     running: frozenset[int] = frozenset()
+    queued: frozenset[int] | None = None
 
 
 def _utc(value: datetime) -> datetime:
@@ -170,8 +184,10 @@ def lost_batches(
     now: datetime,
     lease_s: float,
     broker_lost: bool = False,
+    stranded_s: float | None = None,
 ) -> dict[int, str]:
-    """The pending batches to queue again, each with the reason."""
+    """The pending batches to queue again, each with the reason. ``stranded_s``: how long a
+    batch not begun may go unseen in the queue and the workers before it counts as lost."""
     out: dict[int, str] = {}
     for batch in batches:
         if broker_lost:
@@ -183,7 +199,18 @@ def lost_batches(
                 out[batch.id] = WORKER_LOST
         elif batch.queued_at is not None and _age(now, batch.queued_at) > lease_s:
             out[batch.id] = LEASE
+        elif batch.queued_at is not None and _stranded(batch, workers, now, stranded_s):
+            out[batch.id] = STRANDED
     return out
+
+
+def _stranded(
+    batch: PendingBatch, workers: WorkerView, now: datetime, after_s: float | None
+) -> bool:
+    if after_s is None or workers.queued is None or batch.queued_at is None:
+        return False
+    unseen = batch.id not in workers.queued and batch.id not in workers.running
+    return unseen and _age(now, batch.queued_at) > after_s
 
 
 # --- the broker side ------------------------------------------------------------------------
@@ -207,6 +234,7 @@ class Broker(Protocol):
 class Report:
     broker_lost: bool = False
     requeued: dict[str, list[int]] = field(default_factory=dict)
+    fed: dict[str, int] = field(default_factory=dict)
     finished: list[str] = field(default_factory=list)
     catch_up: list[str] = field(default_factory=list)
     stalled: list[dict[str, Any]] = field(default_factory=list)
@@ -229,7 +257,8 @@ def _now(rt: Runtime) -> datetime:
 
 
 def pending_batches(rt: Runtime) -> list[PendingBatch]:
-    """Pending batches of running index jobs."""
+    """Pending batches of running index jobs that were handed to the broker (the others
+    wait in SQL for their turn in the job's window)."""
     with rt.sessions() as session:
         rows = session.execute(
             select(
@@ -240,7 +269,11 @@ def pending_batches(rt: Runtime) -> list[PendingBatch]:
                 JobBatch.worker,
             )
             .join(Job, Job.id == JobBatch.job_id)
-            .where(JobBatch.state == BatchState.pending, Job.status == JobStatus.running)
+            .where(
+                JobBatch.state == BatchState.pending,
+                JobBatch.queued_at.is_not(None),
+                Job.status == JobStatus.running,
+            )
             .order_by(JobBatch.id)
         ).all()
     return [PendingBatch(r.id, r.job_id, r.queued_at, r.started_at, r.worker) for r in rows]
@@ -255,8 +288,7 @@ def requeue(
         reason = lost.get(batch.id)
         if reason is None:
             continue
-        with rt.sessions.begin() as session:
-            session.connection(execution_options={"sqlite_immediate": True})
+        with transaction(rt.sessions, write=True) as session:
             claimed = claim_requeue(
                 session, batch.id, queued_at=batch.queued_at, started_at=batch.started_at
             )
@@ -268,8 +300,6 @@ def requeue(
 
 def finish_settled(rt: Runtime) -> list[str]:
     """Finish the sealed running index jobs that have nothing pending."""
-    from tasks.indexing import finish
-
     pending = select(JobBatch.id).where(
         JobBatch.job_id == Job.id, JobBatch.state == BatchState.pending
     )
@@ -329,15 +359,23 @@ def reconcile(rt: Runtime, broker: Broker) -> Report:
     workers = WorkerView() if report.broker_lost else broker.workers()
     now = _now(rt)
     lease = rt.settings.batch_lease_s
-    lost = lost_batches(batches, workers, now=now, lease_s=lease, broker_lost=report.broker_lost)
+    lost = lost_batches(
+        batches,
+        workers,
+        now=now,
+        lease_s=lease,
+        broker_lost=report.broker_lost,
+        stranded_s=max(STRANDED_MIN_S, 3 * rt.settings.reconcile_every_s),
+    )
     report.requeued = requeue(rt, broker, batches, lost)
     if report.broker_lost:
         broker.mark_epoch()
+    report.fed = feed_all(rt, broker.send_embed)
     report.finished = finish_settled(rt)
     for name in collections_behind(rt):
         broker.catch_up(name)
         report.catch_up.append(name)
     report.stalled = stalled_jobs(rt, now, lease)
-    if report.broker_lost or report.requeued or report.finished or report.stalled:
+    if report.broker_lost or report.requeued or report.fed or report.finished or report.stalled:
         log.warning("reconciled: %s", report.as_dict())
     return report

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.db import make_engine, make_sessionmaker
-from storage.schema import upgrade
+from embedq.storage.db import make_engine, make_sessionmaker
+from embedq.storage.schema import upgrade
 from tests.services import fresh_pg_database
 
 # Tests never download weights.

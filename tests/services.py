@@ -52,21 +52,36 @@ def fresh_pg_database(prefix: str = "embedq_it") -> Iterator[str]:
 
 
 @contextmanager
-def redis_db(number: int) -> Iterator[str]:
-    """A Redis database number of our own, flushed before and after; skips if unreachable."""
+def redis_db() -> Iterator[str]:
+    """A Redis database number of our own (leased in DB 0, so that concurrent test runs on one
+    server never share a number), flushed before and after; skips if unreachable."""
     import redis
 
+    admin = redis.Redis.from_url(f"{REDIS_URL}/0", socket_connect_timeout=3)
+    lease = None
+    try:
+        for number in range(1, 16):
+            key = f"embedq-test:lease:{number}"
+            if admin.set(key, os.getpid(), nx=True, ex=4 * 3600):
+                lease = (number, key)
+                break
+    except redis.ConnectionError as exc:
+        admin.close()
+        pytest.skip(f"Redis is not reachable at 127.0.0.1:6379: {exc}")
+    if lease is None:
+        admin.close()
+        pytest.fail("every Redis database number 1-15 is leased by another test run")
+    number, key = lease
     url = f"{REDIS_URL}/{number}"
     client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()
-    except redis.ConnectionError as exc:
-        pytest.skip(f"Redis is not reachable at 127.0.0.1:6379: {exc}")
+    client.flushdb()
     try:
         yield url
     finally:
         client.flushdb()
         client.close()
+        admin.delete(key)
+        admin.close()
 
 
 def free_port() -> int:
@@ -110,7 +125,7 @@ class Process:
 
 
 def embedq_process(args: list[str], env: dict[str, str], log: Path) -> Process:
-    return Process([sys.executable, "-m", "api.cli", *args], env, log)
+    return Process([sys.executable, "-m", "embedq.api.cli", *args], env, log)
 
 
 def wait_until(check: object, timeout: float, what: str, interval: float = 0.25) -> object:

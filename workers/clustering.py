@@ -5,7 +5,7 @@
 scales to millions of rows. ``choose_k`` scores a range of k by cosine silhouette on a sample.
 ``agglomerative`` is exact hierarchical clustering with a cosine distance threshold; it needs
 memory quadratic in the rows, so it refuses large inputs. Inputs are expected to be normalised
-already (as ``workers.encoding`` produces them); rows are not copied or renormalised.
+already (as ``embedq.workers.encoding`` produces them); rows are not copied or renormalised.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ import numpy as np
 LINKAGES = ("average", "complete", "single")
 MAX_POINTS_PER_CENTROID = 256
 NREDO = 3
+K_RANGE_MAX = 256
+"""Largest k that ``choose_k`` tries."""
+K_RANGE_MAX_VALUES = 32
+"""Most values of k that one ``choose_k`` call tries: each is a full k-means training."""
 _BLOCK = 65_536
 _LEGEND_MAX = 20
 _GOLDEN = 0.618034  # spreads many clusters' colours along the colour map
@@ -192,6 +196,20 @@ def _silhouette(rows: np.ndarray, labels: np.ndarray) -> float:
     return float(silhouette_score(rows, labels, metric="cosine"))
 
 
+def check_k_range(k_min: int, k_max: int) -> tuple[int, int]:
+    """The range if ``choose_k`` accepts it; a ``ValueError`` saying why not otherwise."""
+    if not 2 <= k_min <= k_max:
+        raise ValueError(f"need 2 <= k_min <= k_max, got k_min={k_min}, k_max={k_max}")
+    if k_max > K_RANGE_MAX:
+        raise ValueError(f"k_max={k_max}: at most {K_RANGE_MAX}")
+    if k_max - k_min + 1 > K_RANGE_MAX_VALUES:
+        raise ValueError(
+            f"k range {k_min}-{k_max} holds {k_max - k_min + 1} values of k; "
+            f"at most {K_RANGE_MAX_VALUES} (each one is a k-means run)"
+        )
+    return k_min, k_max
+
+
 def choose_k(
     vectors: np.ndarray,
     k_min: int,
@@ -209,8 +227,7 @@ def choose_k(
     k; a k whose sample falls into a single cluster scores -1.
     """
     mat = _as_matrix(vectors)
-    if not 2 <= k_min <= k_max:
-        raise ValueError(f"need 2 <= k_min <= k_max, got k_min={k_min}, k_max={k_max}")
+    check_k_range(k_min, k_max)
     rows = _sample_rows(mat, sample, seed)
     if k_max >= rows.shape[0]:
         raise ValueError(f"k_max={k_max} needs more than {rows.shape[0]} sampled rows")

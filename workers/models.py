@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +13,7 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {"default", "all-minilm-l6-v2", DEFAULT_MODEL.lower()}
 MAX_WINDOW = 512
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
 class ModelError(Exception):
@@ -47,34 +48,73 @@ def resolve_path(spec: str | None) -> str:
     return name
 
 
+def nvidia_driver_present() -> bool:
+    """Whether an NVIDIA driver is loaded and not hidden by CUDA_VISIBLE_DEVICES; checked
+    without importing torch (a cold CLI call on a CPU machine never pays for it)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
 def choose_device(setting: str = "auto") -> str:
     """``cuda`` when a GPU is visible (CUDA_VISIBLE_DEVICES is respected), else ``cpu``."""
     if setting != "auto":
         return setting
+    if not nvidia_driver_present():
+        return "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def cpu_has_native_bf16() -> bool:
+@functools.cache
+def _cpu_flags() -> str:
+    """``/proc/cpuinfo``, read once per process (empty where there is none)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        return Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
+        return ""
+
+
+def cpu_has_native_bf16() -> bool:
+    flags = _cpu_flags()
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-def choose_precision(device: str, setting: str = "auto") -> torch.dtype:
-    """fp16 on CUDA, bf16 on CPUs with native bf16, fp32 otherwise (unless set)."""
-    import torch
+def cpu_has_vnni() -> bool:
+    """Whether the CPU multiplies int8 with VNNI (AVX512-VNNI or AVX-VNNI): 8-bit weights
+    are then exact to accumulate; without it ONNX Runtime's int8 products may saturate."""
+    flags = _cpu_flags()
+    return " avx512_vnni" in flags or " avx_vnni" in flags
 
+
+def precision_name(device: str, setting: str = "auto") -> str:
+    """What ``setting`` means on ``device``: fp16 on CUDA, bf16 on CPUs with native bf16,
+    int8 on CPUs with VNNI but no native bf16, fp32 on other CPUs (BENCHMARKS.md has the
+    figures behind each choice); int8 is a CPU backend (ONNX Runtime), refused elsewhere."""
     if setting not in PRECISIONS:
         raise ModelError(f"unknown precision {setting!r}; use one of {', '.join(PRECISIONS)}")
-    if setting == "auto":
-        if device.startswith("cuda"):
-            return torch.float16
-        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[setting]
+    if setting == "int8" and device != "cpu":
+        raise ModelError(f"precision int8 runs on the CPU only, not on {device}")
+    if setting != "auto":
+        return setting
+    if device.startswith("cuda"):
+        return "fp16"
+    if cpu_has_native_bf16():
+        return "bf16"
+    return "int8" if cpu_has_vnni() else "fp32"
+
+
+def choose_precision(device: str, setting: str = "auto") -> torch.dtype:
+    """The torch dtype for ``setting`` on ``device`` (int8 runs an fp32 model quantised by
+    ONNX Runtime, so its torch dtype is float32)."""
+    import torch
+
+    name = precision_name(device, setting)
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(
+        name, torch.float32
+    )
 
 
 def offline() -> bool:

@@ -3,7 +3,7 @@
 Strategies (``STRATEGIES``):
 
 - ``sentence-transformers``: the model's own sentence-transformers modules, through
-  :class:`workers.encoding.Embedder` (a plain checkpoint gets mean pooling from
+  :class:`embedq.workers.encoding.Embedder` (a plain checkpoint gets mean pooling from
   sentence-transformers itself). These vectors are always L2-normalised, as the Embedder makes
   them.
 - ``mean``: the attention-masked mean of the last hidden state (special tokens included,
@@ -19,30 +19,28 @@ Pooling is done in float32 whatever precision the model runs in.
 from __future__ import annotations
 
 import functools
-import inspect
 import itertools
-import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 
-from workers.chunking import Chunker, Window
-from workers.encoding import DEFAULT_BATCH_TOKENS, Embedder, token_budget_batches
-from workers.models import (
-    MAX_WINDOW,
-    ModelError,
-    choose_device,
-    choose_precision,
-    offline,
-    resolve_path,
-)
+from embedq.workers.backends import TorchBackend
+from embedq.workers.batching import pad_batch, token_budget_batches
+from embedq.workers.checkpoints import missing_weights
+from embedq.workers.chunking import Chunker, Window
+from embedq.workers.constants import STRATEGIES
+from embedq.workers.encoding import Embedder
+from embedq.workers.models import resolve_path
+from embedq.workers.shape import transformer_folder
 
-STRATEGIES = ("sentence-transformers", "mean", "cls", "pooler", "second-to-last")
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["STRATEGIES", "HFEncoder", "PoolingError", "cached_encoder", "transformer_folder"]
+
 WEIGHTINGS = ("mean", "tokens")
 Weighting = Literal["mean", "tokens"]
 
@@ -63,56 +61,10 @@ class Plan:
         return self.layer is not None
 
 
-@dataclass(frozen=True, slots=True)
-class _Loaded:
-    model: Any
-    tokenizer: Any
-    missing_keys: frozenset[str]
-    max_tokens: int
-    token_types: bool
-
-
-def transformer_folder(path: str) -> str:
-    """The folder of the transformer under ``path``.
-
-    For a sentence-transformers folder (one with ``modules.json``) that is the folder of its
-    ``Transformer`` module, often the folder itself; for anything else, ``path`` unchanged.
-    """
-    modules = Path(path) / "modules.json"
-    if not modules.is_file():
-        return path
-    try:
-        entries = json.loads(modules.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read {modules}: {exc}") from exc
-    for entry in entries:
-        if str(entry.get("type", "")).endswith(".Transformer"):
-            return str(Path(path) / str(entry.get("path", "")))
-    return path
-
-
-def _configured_length(folder: str) -> int | None:
-    """``max_seq_length`` from a sentence-transformers ``sentence_bert_config.json``, if any."""
-    config = Path(folder) / "sentence_bert_config.json"
-    if not config.is_file():
-        return None
-    try:
-        value = json.loads(config.read_text(encoding="utf-8")).get("max_seq_length")
-    except (OSError, ValueError):
-        return None
-    return int(value) if value else None
-
-
-def _accepts(model: Any, name: str) -> bool:
-    """Whether the model's forward takes the argument ``name``."""
-    try:
-        return name in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return True
-
-
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over the positions where ``mask`` is 1, in float32."""
+    import torch
+
     weights = mask.unsqueeze(-1).to(torch.float32)
     total = (hidden.to(torch.float32) * weights).sum(dim=1)
     return total / weights.sum(dim=1).clamp(min=1.0)
@@ -123,14 +75,6 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def tokenize(tokenizer: Any, texts: Sequence[str], limit: int) -> list[list[int]]:
-    """Token ids with special tokens, each text truncated to ``limit`` tokens."""
-    if not texts:
-        return []
-    enc = tokenizer(list(texts), truncation=True, max_length=limit, padding=False)
-    return [list(ids) for ids in enc["input_ids"]]
-
-
 def check_strategy(strategy: str) -> None:
     if strategy not in STRATEGIES:
         raise PoolingError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
@@ -139,7 +83,7 @@ def check_strategy(strategy: str) -> None:
 class HFEncoder:
     """A transformers checkpoint (``AutoModel`` + ``AutoTokenizer``), loaded lazily, once.
 
-    ``spec`` is anything :func:`workers.models.resolve_path` accepts. A sentence-transformers
+    ``spec`` is anything :func:`embedq.workers.models.resolve_path` accepts. A sentence-transformers
     folder is read through its ``Transformer`` module's folder.
     """
 
@@ -148,79 +92,59 @@ class HFEncoder:
     ) -> None:
         self.spec = spec
         self.path = resolve_path(spec)
-        self.device = choose_device(device)
-        self.dtype = choose_precision(self.device, precision)
-        self._precision = precision
+        self.device = device
+        self.precision = precision
         self._lock = threading.Lock()
-        self._loaded: _Loaded | None = None
         self._embedder: Embedder | None = None
+        self._torch: Embedder | None = None
+        self._missing: frozenset[str] | None = None
 
     # Loading -------------------------------------------------------------------------------
 
-    def _state(self) -> _Loaded:
-        if self._loaded is None:
+    @property
+    def embedder(self) -> Embedder:
+        """The sentence-transformers view of the model (ONNX on CPUs: no torch import)."""
+        if self._embedder is None:
             with self._lock:
-                if self._loaded is None:
-                    self._loaded = self._load()
-        return self._loaded
+                if self._embedder is None:
+                    self._embedder = Embedder(self.spec, self.device, self.precision)
+        return self._embedder
 
-    def _load(self) -> _Loaded:
-        from transformers import AutoModel, AutoTokenizer
-
-        folder = transformer_folder(self.path)
-        local = offline()
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=local)
-            model, info = AutoModel.from_pretrained(
-                folder, output_loading_info=True, local_files_only=local
-            )
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot load model {self.spec!r}: {exc}") from exc
-        model = model.to(device=self.device, dtype=self.dtype)
-        model.eval()
-        limits = [
-            MAX_WINDOW,
-            int(getattr(model.config, "max_position_embeddings", MAX_WINDOW) or MAX_WINDOW),
-            int(min(tokenizer.model_max_length, MAX_WINDOW)),
-            _configured_length(folder) or MAX_WINDOW,
-        ]
-        missing = frozenset(str(key) for key in info.get("missing_keys", ()))
-        token_types = "token_type_ids" in tokenizer.model_input_names and _accepts(
-            model, "token_type_ids"
-        )
-        return _Loaded(model, tokenizer, missing, min(limits), token_types)
+    @property
+    def loaded(self) -> Embedder:
+        """The torch model (pooling needs hidden states), loaded on first use."""
+        if self._torch is None:
+            with self._lock:
+                if self._torch is None:
+                    self._torch = Embedder(self.spec, self.device, self.precision, engine="torch")
+        return self._torch
 
     @property
     def model(self) -> Any:
-        return self._state().model
+        """The transformers model inside the sentence-transformers one."""
+        return self.loaded.transformer
 
     @property
     def tokenizer(self) -> Any:
-        return self._state().tokenizer
+        """The model's transformers (fast) tokenizer."""
+        return self.loaded.model.tokenizer
 
     @property
     def missing_keys(self) -> frozenset[str]:
         """Weights the model expected but the checkpoint did not hold (randomly initialised)."""
-        return self._state().missing_keys
+        if self._missing is None:
+            self._missing = missing_weights(self.model, transformer_folder(self.path))
+        return self._missing
 
     @property
     def max_tokens(self) -> int:
-        """The longest input, special tokens included: the smallest of the model's limits."""
-        return self._state().max_tokens
+        """The longest input, special tokens included (``embedq.workers.models.window_limit``)."""
+        return self.loaded.max_tokens
 
     @property
     def num_layers(self) -> int:
         """Entries of ``hidden_states``: the embeddings plus one per transformer layer."""
         return int(self.model.config.num_hidden_layers) + 1
-
-    @property
-    def embedder(self) -> Embedder:
-        """The sentence-transformers view of the same model (loaded on first use)."""
-        if self._embedder is None:
-            with self._lock:
-                if self._embedder is None:
-                    self._embedder = Embedder(self.spec, self.device, self._precision)
-        return self._embedder
 
     def pooler_problem(self) -> str | None:
         """Why the ``pooler`` strategy cannot be used, or None when it can."""
@@ -271,7 +195,7 @@ class HFEncoder:
         strategy: str,
         *,
         max_tokens: int | None = None,
-        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        batch_tokens: int | None = None,
         normalize: bool = False,
         layer: int | None = None,
     ) -> np.ndarray:
@@ -288,18 +212,17 @@ class HFEncoder:
             limit = min(max_tokens or self.embedder.max_tokens, self.embedder.max_tokens)
             return self.embedder.encode_texts(list(texts), max_tokens=limit)
         self.plan(strategy, layer)
-        ids = tokenize(self.tokenizer, texts, self.limit(max_tokens))
+        ids = self.loaded.chunker().heads(texts, self.limit(max_tokens)) if texts else []
         return self.encode_ids(
             ids, strategy, batch_tokens=batch_tokens, normalize=normalize, layer=layer
         )
 
-    @torch.inference_mode()
     def encode_ids(
         self,
         inputs: Sequence[Sequence[int]],
         strategy: str,
         *,
-        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        batch_tokens: int | None = None,
         normalize: bool = False,
         layer: int | None = None,
     ) -> np.ndarray:
@@ -308,23 +231,23 @@ class HFEncoder:
             if layer is not None:
                 raise PoolingError("strategy 'sentence-transformers' does not take a layer")
             return self.embedder.encode_ids(inputs, batch_tokens)
+        import torch  # only the pooling strategies need it: the default path runs without
+
         plan = self.plan(strategy, layer)
         out = np.empty((len(inputs), int(self.model.config.hidden_size)), dtype=np.float32)
-        for group in token_budget_batches([len(ids) for ids in inputs], batch_tokens):
-            out[group] = self._forward([inputs[i] for i in group], plan)
+        budget = batch_tokens or self.loaded.batch_tokens
+        with torch.inference_mode():
+            for group in token_budget_batches([len(ids) for ids in inputs], budget):
+                out[group] = self._forward([inputs[i] for i in group], plan)
         return l2_normalise(out) if normalize else out
 
     def _forward(self, batch: list[Sequence[int]], plan: Plan) -> np.ndarray:
-        width = max(len(ids) for ids in batch)
-        pad = self.tokenizer.pad_token_id or 0
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, seq in enumerate(batch):
-            ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-            mask[row, : len(seq)] = 1
-        features = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
-        if self._state().token_types:
-            features["token_type_ids"] = torch.zeros_like(features["input_ids"])
+        emb = self.loaded
+        ids, mask = pad_batch(batch, emb.pad_id, emb.pad_multiple)
+        backend = emb.backend
+        if not isinstance(backend, TorchBackend):
+            raise PoolingError(f"model {self.spec!r} is not loaded in torch")
+        features = backend.features(ids, mask)
         outputs = self.model(**features, output_hidden_states=plan.needs_hidden_states)
         return pool(outputs, features["attention_mask"], plan).cpu().numpy()
 
@@ -339,12 +262,12 @@ class HFEncoder:
         overlap: int,
         weighting: Weighting = "mean",
         normalize: bool = False,
-        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        batch_tokens: int | None = None,
         layer: int | None = None,
     ) -> tuple[np.ndarray, list[np.ndarray], list[list[Window]]]:
         """Document vectors for texts of any length, from overlapping token windows.
 
-        Each text is cut by :class:`workers.chunking.Chunker` into windows of at most
+        Each text is cut by :class:`embedq.workers.chunking.Chunker` into windows of at most
         ``max_tokens`` tokens (special tokens included) overlapping by ``overlap`` text tokens,
         and each window is pooled by ``strategy`` on its own. The document vector is the mean of
         its window vectors (``weighting="mean"``) or their mean weighted by the number of text
@@ -372,24 +295,21 @@ class HFEncoder:
     def chunker(self, max_tokens: int, overlap: int, strategy: str = "mean") -> Chunker:
         """A chunker on the tokenizer that ``strategy`` uses, checked against its limit."""
         check_strategy(strategy)
-        if strategy == "sentence-transformers":
-            emb = self.embedder
-            if not 0 < max_tokens <= emb.max_tokens:
-                raise PoolingError(
-                    f"max_tokens must be between 1 and the model's limit of {emb.max_tokens}"
-                )
-            tokenizer = emb.tokenizer
-        else:
-            tokenizer = self.tokenizer
-            self.limit(max_tokens)
+        emb = self.embedder if strategy == "sentence-transformers" else self.loaded
+        if not 0 < max_tokens <= emb.max_tokens:
+            raise PoolingError(
+                f"max_tokens must be between 1 and the model's limit of {emb.max_tokens}"
+            )
         try:
-            return Chunker(tokenizer, max_tokens, overlap)
+            return Chunker(emb.tokenizer, max_tokens, overlap)
         except ValueError as exc:
             raise PoolingError(str(exc)) from exc
 
 
 def pool(outputs: Any, mask: torch.Tensor, plan: Plan) -> torch.Tensor:
     """The pooled float32 vectors of one forward pass."""
+    import torch
+
     if plan.kind == "pooler":
         pooled = getattr(outputs, "pooler_output", None)
         if pooled is None:

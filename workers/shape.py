@@ -16,8 +16,8 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from workers.chunking import special_affixes
-from workers.models import MAX_WINDOW, ModelError, resolve_path, window_limit
+from embedq.workers.chunking import special_affixes
+from embedq.workers.models import MAX_WINDOW, ModelError, resolve_path, window_limit
 
 TRANSFORMER = "sentence_transformers.models.Transformer"
 POOLING = "sentence_transformers.models.Pooling"
@@ -38,6 +38,25 @@ class ModelShape:
     max_tokens: int
     special: int
     """Special tokens around each window ([CLS] and [SEP] for BERT)."""
+
+
+def transformer_folder(path: str) -> str:
+    """The folder of the transformer under ``path``.
+
+    For a sentence-transformers folder (one with ``modules.json``) that is the folder of its
+    ``Transformer`` module, often the folder itself; for anything else, ``path`` unchanged.
+    """
+    modules = Path(path) / "modules.json"
+    if not modules.is_file():
+        return path
+    try:
+        entries = json.loads(modules.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read {modules}: {exc}") from exc
+    for entry in entries:
+        if str(entry.get("type", "")).endswith(".Transformer"):
+            return str(Path(path) / str(entry.get("path", "")))
+    return path
 
 
 def _json(path: Path) -> Any:
@@ -73,7 +92,10 @@ def read_shape(spec: str | None) -> ModelShape | None:
 
 
 def _special_tokens(folder: Path) -> int:
-    backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    path = folder / "tokenizer.json"
+    if not path.is_file():  # the tokenizers package raises a bare Exception for it
+        raise FileNotFoundError(path)
+    backend = Tokenizer.from_file(str(path))
     backend.no_truncation()
     backend.no_padding()
     prefix, suffix = special_affixes(backend)

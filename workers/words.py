@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from workers.pooling import HFEncoder, cached_encoder
+from embedq.workers.pooling import HFEncoder, cached_encoder
 
 Source = HFEncoder | tuple[Any, Any]
 
@@ -62,9 +62,9 @@ def word_vectors(
 ) -> tuple[list[Word], np.ndarray]:
     """The words of ``sentence`` and one float32 vector per word.
 
-    ``source`` is an :class:`~workers.pooling.HFEncoder` or a ``(model, tokenizer)`` pair with a
-    fast tokenizer. ``layer`` indexes ``hidden_states`` (0 = embeddings, -1 = last layer).
-    A word split into several pieces gets the mean of its pieces' vectors.
+    ``source`` is an :class:`~embedq.workers.pooling.HFEncoder` or a ``(model, tokenizer)``
+    pair with a fast tokenizer. ``layer`` indexes ``hidden_states`` (0 = embeddings, -1 = last
+    layer). A word split into several pieces gets the mean of its pieces' vectors.
     """
     model, tokenizer = _model_and_tokenizer(source)
     enc, hidden = _hidden_layer(model, tokenizer, sentence, layer)
@@ -109,7 +109,7 @@ def repeated_words(words: list[Word], vectors: np.ndarray) -> list[dict[str, Any
 def analyse(source: str | HFEncoder | None, sentence: str, layer: int = -1) -> dict[str, Any]:
     """The ``embedq words`` result: the words with their spans, and the repeated ones.
 
-    ``source`` is a model spec (see :func:`workers.models.resolve_path`) or an encoder.
+    ``source`` is a model spec (see :func:`embedq.workers.models.resolve_path`) or an encoder.
     """
     encoder = source if isinstance(source, HFEncoder) else cached_encoder(source)
     words, vectors = word_vectors(encoder, sentence, layer=layer)

@@ -20,9 +20,10 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from workers.models import MAX_WINDOW, ModelError, choose_device, offline, resolve_path
+from embedq.workers.constants import DEFAULT_TEMPLATE
+from embedq.workers.models import MAX_WINDOW, ModelError, choose_device, offline, resolve_path
+from embedq.workers.templates import check_template, fill
 
-DEFAULT_TEMPLATE = "This text is about {}."
 Scores = list[list[tuple[str, float]]]
 
 # Multi-label calibration for the embedding backend, tuned on the bundled all-MiniLM-L6-v2
@@ -36,14 +37,13 @@ EMBED_TEMPERATURE = 0.05
 
 
 class TextEncoder(Protocol):
-    """Anything that embeds texts to L2-normalised rows (``workers.encoding.Embedder``)."""
+    """Anything that embeds texts to L2-normalised rows (``embedq.workers.encoding.Embedder``)."""
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 def _check_inputs(labels: Sequence[str], template: str) -> list[str]:
-    if "{}" not in template:
-        raise ValueError(f"template must contain '{{}}' where the label goes: {template!r}")
+    check_template(template)
     names = [str(label) for label in labels]
     if not names:
         raise ValueError("at least one label is needed")
@@ -126,7 +126,7 @@ class NLIClassifier:
         try:
             self.tokenizer: Any = AutoTokenizer.from_pretrained(path, local_files_only=offline())
             model = AutoModelForSequenceClassification.from_pretrained(
-                path, local_files_only=offline()
+                path, local_files_only=offline(), use_safetensors=True
             )
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load NLI model {spec!r}: {exc}") from exc
@@ -153,7 +153,7 @@ class NLIClassifier:
         self, texts: Sequence[str], labels: Sequence[str], template: str, batch_size: int
     ) -> np.ndarray:
         """Logits (texts, labels, classes) for every text against every filled template."""
-        hypotheses = [template.format(label) for label in labels]
+        hypotheses = [fill(template, label) for label in labels]
         pairs = [(t, h) for t in texts for h in hypotheses]
         rows = []
         for start in range(0, len(pairs), max(1, batch_size)):
@@ -230,7 +230,7 @@ def classify_embedding(
         return []
     text_vecs = np.asarray(embedder.encode_texts(list(texts)), dtype=np.float64)
     label_vecs = np.asarray(
-        embedder.encode_texts([template.format(n) for n in names]), dtype=np.float64
+        embedder.encode_texts([fill(template, n) for n in names]), dtype=np.float64
     )
     cos = text_vecs @ label_vecs.T
     if multi_label:

@@ -7,8 +7,8 @@ import os
 from alembic import context
 from sqlalchemy import Connection
 
-from storage.db import make_engine
-from storage.models import Base
+from embedq.storage.db import make_engine
+from embedq.storage.models import Base
 
 config = context.config
 target_metadata = Base.metadata

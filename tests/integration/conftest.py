@@ -18,7 +18,7 @@ def embedq(
     env: dict[str, str], *args: str, stdin: bytes | None = None, timeout: float = 900
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "api.cli", *args],
+        [sys.executable, "-m", "embedq.api.cli", *args],
         env=env,
         cwd=ROOT,
         input=stdin.decode() if stdin is not None else None,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from storage.exports import read_projector
+from embedq.storage.exports import read_projector
 from tests.integration.conftest import ROOT, ok_json, write_jsonl
 
 DEMO = ROOT / "demo" / "corpus.jsonl"
@@ -98,9 +98,9 @@ def test_projector_export_loads_back_to_the_document_vectors(
     assert header == "id\ttitle" and len(meta) == 36
     assert vectors.shape == (36, 384)
     # The same vectors as the collection's document vectors from an embed job.
-    from tasks.analysis import run_embed
-    from tasks.runtime import Runtime
-    from tasks.settings import Settings
+    from embedq.tasks.analysis import run_embed
+    from embedq.tasks.runtime import Runtime
+    from embedq.tasks.settings import Settings
 
     rt = Runtime(Settings(data_dir=Path(planted["EMBEDQ_DATA_DIR"])))
     result = run_embed(rt, "check", {"collection": "p"})

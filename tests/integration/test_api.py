@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from storage.readers import Record, read_corpus, record_from_object
+from embedq.storage.readers import Record, read_corpus, record_from_object
 from tests.integration.conftest import ROOT, clean_env
 
 START_TIMEOUT = 120.0
@@ -89,7 +89,16 @@ def server(data_dir: Path) -> Iterator[str]:
     env = clean_env(EMBEDQ_DATA_DIR=str(data_dir))
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "embedq.api.cli",
+                "api",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -296,7 +305,12 @@ def test_search_finds_the_matching_document_first(
     hits = response.json()["hits"]
     assert len(hits) == 5
     assert hits[0]["id"] == expected
-    assert hits[0]["chunk"] == {"start": 0, "end": len(TOPICS[expected]), "window": 0}
+    assert hits[0]["chunk"] == {
+        "start": 0,
+        "end": len(TOPICS[expected]),
+        "window": 0,
+        "text": TOPICS[expected],
+    }
     scores = [hit["score"] for hit in hits]
     assert scores == sorted(scores, reverse=True)
 

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from api.limits import MAX_RECORD_BYTES
-from api.operations import validate_records
-from storage.readers import Record, Rejected
+from embedq.api.limits import MAX_RECORD_BYTES
+from embedq.storage.readers import Record, Rejected
+from embedq.tasks.uploads import validate_records
 from tests.integration.conftest import clean_env
 from tests.services import Process, embedq_process, free_port, wait_http
 

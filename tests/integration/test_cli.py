@@ -34,7 +34,7 @@ def test_mixed_file_indexes_every_valid_record_and_lists_every_rejected_line(
     hits = ok_json(env, "search", "bad", "anything", "-k", "50", "--json")["hits"]
     assert sorted(h["id"] for h in hits) == sorted(expected["valid_ids"])
     listed = ok_json(env, "jobs", "--json")
-    assert [j["id"] for j in listed] == [job["id"]]
+    assert [j["id"] for j in listed["jobs"]] == [job["id"]] and listed["next"] is None
     shown = ok_json(env, "jobs", "show", job["id"], "--json")
     assert shown["status"] == "succeeded" and len(shown["errors"]) == len(expected["rejected"])
 
@@ -114,10 +114,9 @@ def test_batch_queries_print_one_json_line_per_query(env: dict[str, str], tmp_pa
 
 def test_user_errors_are_one_line(env: dict[str, str], tmp_path: Path) -> None:
     proc = embedq(env, "search", "nothing-here", "query")
-    assert (
-        proc.returncode == 2
-        and proc.stderr.strip() == "embedq: error: no collection named 'nothing-here'"
-    )
+    data = env["EMBEDQ_DATA_DIR"]
+    assert proc.returncode == 2 and proc.stderr.startswith("embedq: error: no embedq database")
+    assert len(proc.stderr.strip().splitlines()) == 1 and data in proc.stderr
     proc = embedq(env, "index", str(tmp_path / "missing.jsonl"), "-c", "x")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     proc = embedq(env, "index", str(tmp_path), "-c", "../escape")
@@ -132,11 +131,13 @@ def test_stdin_corpus(env: dict[str, str]) -> None:
 
 
 def test_resume_runs_the_batches_a_lost_queue_dropped(env: dict[str, str], tmp_path: Path) -> None:
-    from storage.readers import read_corpus
-    from storage.schema import ensure_ready
-    from tasks.indexing import CollectionSpec, ensure_collection, ingest, start_index_job
-    from tasks.runtime import Runtime
-    from tasks.settings import Settings
+    from embedq.storage.readers import read_corpus
+    from embedq.storage.schema import ensure_ready
+    from embedq.tasks.collection_setup import CollectionSpec, ensure_collection
+    from embedq.tasks.indexing import ingest
+    from embedq.tasks.producer import start_index_job
+    from embedq.tasks.runtime import Runtime
+    from embedq.tasks.settings import Settings
 
     corpus = write_jsonl(tmp_path / "c.jsonl", [{"id": k, "text": v} for k, v in TOPICS.items()])
     rt = Runtime(Settings(data_dir=Path(env["EMBEDQ_DATA_DIR"])))

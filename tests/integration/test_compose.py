@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.services import fresh_pg_database
+from tests.services import fresh_pg_database, redis_db
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -52,7 +52,8 @@ REQUIRED_SERVICES = {
 }
 
 # A Redis database number that nothing else uses; flushed before and after.
-REDIS_URL = "redis://127.0.0.1:6379/11"
+# The migrate service never reaches the broker; the others get a leased DB number.
+UNUSED_BROKER = "redis://127.0.0.1:6379/15"
 STARTUP_TIMEOUT = 60.0
 WORKER_TIMEOUT = 90.0
 STOP_TIMEOUT = 60.0
@@ -256,6 +257,8 @@ def test_published_ports_reach_the_ports_the_commands_listen_on() -> None:
         assert _option(svc["command"], "--port") == port, name
         assert _option(svc["command"], "--host") == "0.0.0.0", name
         assert [p.rsplit(":", 1)[1] for p in svc["ports"]] == [port], name
+        # Published on loopback unless the operator says otherwise.
+        assert [p.split(":", 1)[0] for p in svc["ports"]] == ["127.0.0.1"], name
 
 
 def _dockerfile(name: str) -> str:
@@ -325,13 +328,15 @@ def _local_argv(service: str, embedq: Path, port: int | None = None) -> list[str
     return out
 
 
-def _local_env(service: str, db_url: str, data_dir: Path, bin_dir: Path) -> dict[str, str]:
+def _local_env(
+    service: str, db_url: str, data_dir: Path, bin_dir: Path, broker: str = UNUSED_BROKER
+) -> dict[str, str]:
     """The service's environment, with the compose host names mapped to the local services."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EMBEDQ_", "FLOWER_"))}
     env.update({k: str(v) for k, v in SERVICES[service].get("environment", {}).items()})
     env.update(
         EMBEDQ_DATABASE_URL=db_url,
-        EMBEDQ_BROKER_URL=REDIS_URL,
+        EMBEDQ_BROKER_URL=broker,
         EMBEDQ_DATA_DIR=str(data_dir),
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
@@ -339,7 +344,9 @@ def _local_env(service: str, db_url: str, data_dir: Path, bin_dir: Path) -> dict
         PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
     )
     if "EMBEDQ_RESULT_BACKEND" in env:
-        env["EMBEDQ_RESULT_BACKEND"] = REDIS_URL
+        env["EMBEDQ_RESULT_BACKEND"] = broker
+    if "EMBEDQ_METRICS_PORT" in env:  # the compose port, mapped to a free one here
+        env.update(EMBEDQ_METRICS_PORT=str(_free_port()), EMBEDQ_METRICS_ADDR="127.0.0.1")
     unmapped = {
         k: v
         for k, v in env.items()
@@ -407,6 +414,19 @@ def _http(url: str, auth: str | None = None) -> int:
         return exc.code
 
 
+def _scrape(url: str, bearer: str | None = None) -> set[str]:
+    """The metric family names of a Prometheus exposition (parsed by prometheus-client)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    request = urllib.request.Request(url)
+    if bearer:
+        request.add_header("Authorization", f"Bearer {bearer}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = response.read().decode()
+    return {family.name for family in text_string_to_metric_families(text)}
+
+
 def _wait_http(proc: Proc, url: str, timeout: float = STARTUP_TIMEOUT) -> int:
     deadline = time.monotonic() + timeout
     while True:
@@ -441,20 +461,8 @@ def embedq() -> Path:
 
 @pytest.fixture(scope="module")
 def local_redis() -> Iterator[str]:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        client.close()
-        pytest.skip(f"Redis is not reachable at {REDIS_URL}: {exc}")
-    client.flushdb()
-    try:
-        yield REDIS_URL
-    finally:
-        client.flushdb()
-        client.close()
+    with redis_db() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -491,8 +499,8 @@ def migrated(migrate_run: subprocess.CompletedProcess[str], local_database: str)
 def test_migrate_applies_the_schema(
     migrate_run: subprocess.CompletedProcess[str], local_database: str
 ) -> None:
-    from storage.db import make_engine
-    from storage.schema import is_current
+    from embedq.storage.db import make_engine
+    from embedq.storage.schema import is_current
 
     output = migrate_run.stdout + migrate_run.stderr
     assert migrate_run.returncode == 0, output[-4000:]
@@ -528,11 +536,23 @@ def test_prestart_gives_up_on_a_database_that_does_not_answer(embedq: Path, tmp_
 @pytest.mark.slow
 def test_api_answers_healthz(embedq: Path, migrated: str, local_redis: str, tmp_path: Path) -> None:
     port = _free_port()
-    env = _local_env("api", migrated, tmp_path / "data", embedq.parent)
+    env = _local_env("api", migrated, tmp_path / "data", embedq.parent, local_redis)
     with _running(_local_argv("api", embedq, port), env, tmp_path) as proc:
         assert _wait_http(proc, f"http://127.0.0.1:{port}/healthz") == 200
         check = _healthcheck("api", port, embedq.parent)
         assert check.returncode == 0, check.stderr
+        # Prometheus's way in: a key made with the documented command, sent as a bearer token.
+        assert _http(f"http://127.0.0.1:{port}/metrics") == 401
+        made = subprocess.run(
+            [str(embedq), "keys", "create", "prometheus"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert made.returncode == 0, made.stderr
+        metrics = _scrape(f"http://127.0.0.1:{port}/metrics", bearer=made.stdout.strip())
+        assert {"embedq_jobs", "embedq_batches", "embedq_http_request_seconds"} <= metrics
         # uvicorn shuts down, then raises the signal it caught again: -SIGTERM is its clean exit.
         assert proc.stop() in (0, -signal.SIGTERM), _tail(proc.log)
         assert "Application shutdown complete" in _tail(proc.log)
@@ -542,7 +562,7 @@ def test_api_answers_healthz(embedq: Path, migrated: str, local_redis: str, tmp_
 def test_flower_answers_behind_basic_auth(embedq: Path, local_redis: str, tmp_path: Path) -> None:
     port = _free_port()
     db_url = f"sqlite:///{tmp_path / 'unused.db'}"  # Flower never opens the database
-    env = _local_env("flower", db_url, tmp_path / "data", embedq.parent)
+    env = _local_env("flower", db_url, tmp_path / "data", embedq.parent, local_redis)
     auth = env["FLOWER_BASIC_AUTH"]
     with _running(_local_argv("flower", embedq, port), env, tmp_path) as proc:
         assert _wait_http(proc, f"http://127.0.0.1:{port}/") == 401
@@ -550,7 +570,52 @@ def test_flower_answers_behind_basic_auth(embedq: Path, local_redis: str, tmp_pa
         assert _http(f"http://127.0.0.1:{port}/", auth="u:wrong") == 401
         check = _healthcheck("flower", port, embedq.parent)
         assert check.returncode == 0, check.stderr
+        # Read-only: the login cannot make a worker run a task (ingest a server path, say).
+        apply = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/task/async-apply/embedq.ingest_file",
+            data=b'{"args": ["/etc/passwd"]}',
+            method="POST",
+            headers={
+                "Authorization": "Basic " + base64.b64encode(auth.encode()).decode(),
+                "Content-Type": "application/json",
+            },
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(apply, timeout=5)
+        assert refused.value.code == 403
         assert proc.stop() == 0, _tail(proc.log)
+
+
+def _example_secrets() -> dict[str, str]:
+    lines = (ROOT / ".env.example").read_text(encoding="utf-8").splitlines()
+    pairs = (ln.split("=", 1) for ln in lines if "=" in ln and not ln.startswith("#"))
+    return {k.strip(): v.strip() for k, v in pairs if k.strip() in SECRETS}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("service", ["api", "flower", "worker-default"])
+def test_services_refuse_the_example_placeholder_secrets(
+    embedq: Path, service: str, tmp_path: Path
+) -> None:
+    example = _example_secrets()
+    assert set(example) == set(SECRETS)
+    # The database URL as compose builds it from the example; its host is never reached.
+    db_url = f"postgresql+psycopg://embedq:{example['POSTGRES_PASSWORD']}@127.0.0.1:1/embedq"
+    env = _local_env(service, db_url, tmp_path / "data", embedq.parent)
+    if service == "flower":
+        env["EMBEDQ_DATABASE_URL"] = f"sqlite:///{tmp_path / 'unused.db'}"
+        env["FLOWER_BASIC_AUTH"] = example["FLOWER_BASIC_AUTH"]
+    port = _free_port() if _option(SERVICES[service]["command"], "--port") else None
+    done = subprocess.run(
+        _local_argv(service, embedq, port),
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "still hold the example's placeholder" in done.stderr
 
 
 def _find_worker(client: Any, proc: Proc) -> str:
@@ -573,7 +638,7 @@ def test_worker_comes_up_on_its_queue_and_stops_cleanly(
 ) -> None:
     from celery import Celery
 
-    env = _local_env(service, migrated, tmp_path / "data", embedq.parent)
+    env = _local_env(service, migrated, tmp_path / "data", embedq.parent, local_redis)
     client = Celery("embedq-compose-test", broker=local_redis, set_as_current=False)
     try:
         with _running(_local_argv(service, embedq), env, tmp_path) as proc:
@@ -582,6 +647,60 @@ def test_worker_comes_up_on_its_queue_and_stops_cleanly(
             active = client.control.inspect(destination=[node], timeout=5.0).active_queues()
             assert active, f"{node} did not list its queues"
             assert {q["name"] for q in active[node]} == _queues(service)
+            metrics = _scrape(f"http://127.0.0.1:{env['EMBEDQ_METRICS_PORT']}/metrics")
+            assert {"embedq_batch_seconds", "embedq_batch_failures"} <= metrics, metrics
             assert proc.stop() == 0, _tail(proc.log)
     finally:
         client.close()
+
+
+# --- monitoring ----------------------------------------------------------------------------
+
+
+MONITORING = ROOT / "deploy"
+WORKER_METRICS = {
+    "embedq_tokens_embedded_total",
+    "embedq_batch_seconds_bucket",
+    "embedq_batch_failures_total",
+    "embedq_model_load_seconds",
+}
+API_METRICS = {
+    "embedq_jobs",
+    "embedq_batches",
+    "embedq_collection_documents",
+    "embedq_collection_chunks",
+    "embedq_collection_indexed",
+    "embedq_collection_unpublished",
+    "embedq_http_request_seconds_bucket",
+    "embedq_search_seconds_bucket",
+}
+
+
+def test_prometheus_scrapes_the_api_and_every_worker_port() -> None:
+    config = yaml.safe_load((MONITORING / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    api = jobs["embedq-api"]
+    assert api["static_configs"][0]["targets"] == ["api:8000"]
+    assert api["authorization"]["credentials_file"] == "/etc/prometheus/api-key"
+    mount = next(v for v in RAW["services"]["prometheus"]["volumes"] if "/etc/prometheus" in v)
+    assert mount.startswith("./deploy/prometheus:")
+    (dns,) = jobs["embedq-workers"]["dns_sd_configs"]
+    assert set(dns["names"]) == set(_worker_services())
+    for name in _worker_services():
+        assert SERVICES[name]["environment"]["EMBEDQ_METRICS_PORT"] == str(dns["port"]), name
+    for name in ("prometheus", "grafana"):
+        assert SERVICES[name]["profiles"] == ["monitoring"], name
+        assert all(p.startswith("127.0.0.1:") for p in SERVICES[name]["ports"]), name
+    ignored = (MONITORING / "prometheus" / ".gitignore").read_text().split()
+    assert "api-key" in ignored
+
+
+def test_grafana_dashboard_queries_only_metrics_embedq_exports() -> None:
+    dashboard = json.loads((MONITORING / "grafana" / "dashboards" / "embedq.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"embedq_[a-z_]+", e)}
+    assert used and used <= WORKER_METRICS | API_METRICS, used - WORKER_METRICS - API_METRICS
+    source = yaml.safe_load(
+        (MONITORING / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )
+    assert source["datasources"][0]["url"] == "http://prometheus:9090"

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from storage.index_store import IndexStore
+from embedq.storage.index_store import IndexStore
 from tests.integration.conftest import clean_env, embedq, write_jsonl
 from tests.services import (
     ROOT,
@@ -62,7 +62,7 @@ def _ping(broker: str) -> list[Any]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("stack")
-    with fresh_pg_database("embedq_dist") as db_url, redis_db(13) as broker:
+    with fresh_pg_database("embedq_dist") as db_url, redis_db() as broker:
         env = clean_env(
             EMBEDQ_DATA_DIR=str(tmp / "data"),
             EMBEDQ_DATABASE_URL=db_url,
@@ -74,7 +74,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         api_port, flower_port = free_port(), free_port()
         procs = {
             "embed-1": embedq_process(["worker", "-Q", "embed"], env, tmp / "embed-1.log"),
-            "embed-2": embedq_process(["worker", "-Q", "embed"], env, tmp / "embed-2.log"),
+            # The second runs two tasks at once on threads, as the GPU default does.
+            "embed-2": embedq_process(
+                ["worker", "-Q", "embed"], {**env, "EMBEDQ_EMBED_THREADS": "2"}, tmp / "e2.log"
+            ),
             "index": embedq_process(["worker", "-Q", "index"], env, tmp / "index.log"),
             "default": embedq_process(["worker", "-Q", "default"], env, tmp / "default.log"),
             "api": embedq_process(["api", "--port", str(api_port)], env, tmp / "api.log"),
@@ -140,9 +143,11 @@ def test_api_job_runs_on_the_workers_and_each_chunk_exists_once(stack: Stack) ->
     assert gaps == []
     (n_docs,) = stack.sql("SELECT COUNT(DISTINCT document_id) FROM chunks")[0]
     assert n_docs == 80
-    # Both embed workers took part.
+    # Both embed workers took part: one task at a time, and two at once on threads.
     for name in ("embed-1", "embed-2"):
         assert "embedq.embed_batch" in stack.workers[name].output(), name
+    assert "concurrency: 1 (solo)" in stack.workers["embed-1"].output()
+    assert "concurrency: 2 (thread)" in stack.workers["embed-2"].output()
 
     chunk_ids = {r[0] for r in stack.sql("SELECT id FROM chunks")}
     wait_until(

@@ -64,7 +64,7 @@ def _ndjson(ctx: object, value: object) -> bytes:
 
 def _schema() -> schemathesis.BaseSchema:
     """The schema the server serves: built from the app itself, no server needed."""
-    from api.app import create_app
+    from embedq.api.app import create_app
 
     loaded = schemathesis.openapi.from_dict(create_app().openapi())
     loaded.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])

@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from storage.models import Chunk, Collection, Document
-from storage.schema import upgrade
-from tasks import indexing
-from tasks.dispatch import InlineDispatcher
-from tasks.indexing import CollectionSpec, ensure_collection, ingest, start_index_job
-from tasks.producer import submit_index_job
-from tasks.runtime import Runtime
-from tasks.settings import Settings
+from embedq.storage.models import Chunk, Collection, Document
+from embedq.storage.schema import upgrade
+from embedq.tasks import indexing
+from embedq.tasks.collection_setup import CollectionSpec, ensure_collection
+from embedq.tasks.dispatch import InlineDispatcher
+from embedq.tasks.indexing import ingest
+from embedq.tasks.producer import start_index_job, submit_index_job
+from embedq.tasks.runtime import Runtime
+from embedq.tasks.settings import Settings
 from tests.integration.conftest import write_jsonl
 
 pytestmark = pytest.mark.integration
@@ -82,7 +83,7 @@ def test_the_next_batch_is_cut_during_the_forward_pass(
     # Every batch but the last overlapped with the cutting of the next one.
     assert [ok for _, _, ok in stores] == [True, True, False]
     with rt.sessions() as session:
-        from storage.models import Job
+        from embedq.storage.models import Job
 
         job = session.get_one(Job, job_id)
         assert (job.status.value, job.done, job.total) == ("succeeded", 9, 9)
@@ -99,6 +100,6 @@ def test_the_next_batch_is_cut_during_the_forward_pass(
 
 
 def _records(path: Path) -> Any:
-    from storage.readers import read_corpus
+    from embedq.storage.readers import read_corpus
 
     return read_corpus([str(path)])

@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from storage.index_store import IndexStore
+from embedq.storage.index_store import IndexStore
 from tests.integration.conftest import clean_env, embedq, write_jsonl
 from tests.services import (
     PG_ADMIN_URL,
@@ -43,6 +43,12 @@ from tests.services import (
 pytestmark = pytest.mark.integration
 DEMO = ROOT / "demo" / "corpus.jsonl"
 SEED = int(os.environ.get("EMBEDQ_CHAOS_SEED", "0")) or random.randrange(1 << 30)
+# Results are compared with an undisturbed run, score by score. A document that a crash or
+# a slow producer puts into another batch is embedded beside other documents: at fp32 its
+# vector stays within 2e-5 (tests/unit/test_encoding.py), its scores within about 2e-5; at
+# bf16 they move by up to about 2e-4. A wrong or stale vector moves them by far more.
+EXACT_PRECISION = {"EMBEDQ_PRECISION": "fp32"}
+SCORE_TOLERANCE = 1e-4
 
 
 def short_docs(count: int, offset: int = 0, step: int = 3) -> list[dict[str, Any]]:
@@ -137,7 +143,7 @@ def database() -> Iterator[str]:
 
 @pytest.fixture
 def cluster(database: str, tmp_path: Path) -> Iterator[Cluster]:
-    with redis_db(12) as broker:
+    with redis_db() as broker:
         env = clean_env(
             EMBEDQ_DATA_DIR=str(tmp_path / "data"),
             EMBEDQ_DATABASE_URL=database,
@@ -146,6 +152,7 @@ def cluster(database: str, tmp_path: Path) -> Iterator[Cluster]:
             EMBEDQ_RECONCILE_EVERY_S="1",
             EMBEDQ_MAX_ATTEMPTS="20",
             TOKENIZERS_PARALLELISM="false",
+            **EXACT_PRECISION,
         )
         assert embedq(env, "db", "upgrade").returncode == 0
         cluster = Cluster(env, database, broker, tmp_path)
@@ -227,12 +234,14 @@ def assert_same_results(got: dict[str, Any], want: dict[str, Any]) -> None:
     for qid, hits in want.items():
         assert got[qid].keys() == hits.keys(), qid
         for doc, score in hits.items():
-            assert abs(got[qid][doc] - score) <= 1e-5, (qid, doc, got[qid][doc], score)
+            assert abs(got[qid][doc] - score) <= SCORE_TOLERANCE, (qid, doc, got[qid][doc], score)
 
 
 def reference_run(tmp: Path, name: str, corpus: Path, qfile: Path) -> dict[str, Any]:
     """The same corpus indexed undisturbed: embedded, in one process, SQLite."""
-    env = clean_env(EMBEDQ_DATA_DIR=str(tmp / "reference"), EMBEDQ_BATCH_DOCS="2")
+    env = clean_env(
+        EMBEDQ_DATA_DIR=str(tmp / "reference"), EMBEDQ_BATCH_DOCS="2", **EXACT_PRECISION
+    )
     proc = embedq(env, "index", str(corpus), "-c", name, "-q")
     assert proc.returncode == 0, proc.stderr
     return search_results(env, name, qfile)
@@ -271,7 +280,7 @@ class Producer:
     def __init__(self, cluster: Cluster, name: str) -> None:
         self.log = (cluster.tmp / f"producer-{name}.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "index", "-", "-c", name, "-q"],
+            [sys.executable, "-m", "embedq.api.cli", "index", "-", "-c", name, "-q"],
             env=cluster.env,
             cwd=ROOT,
             stdin=subprocess.PIPE,
@@ -301,6 +310,8 @@ def test_kill_9_of_workers_and_writer_at_random_moments(cluster: Cluster) -> Non
     docs = short_docs(count, step=3 if count <= 80 else 1)
     corpus = write_jsonl(cluster.tmp / "chaos.jsonl", docs)
     qfile = write_jsonl(cluster.tmp / "q.jsonl", queries(docs))
+    # The embed worker runs two tasks at once, as on a GPU: a kill takes both.
+    cluster.env["EMBEDQ_EMBED_THREADS"] = "2"
     cluster.start_all()
 
     producer = Producer(cluster, "chaos")
@@ -324,7 +335,7 @@ def test_kill_9_of_workers_and_writer_at_random_moments(cluster: Cluster) -> Non
             )
         else:
             wait_until(
-                lambda: "embedq.catch_up" in cluster.procs["index"].output(),
+                lambda: "embedq.catch_up[" in cluster.procs["index"].output(),
                 240,
                 f"round {round_}: the writer to take a catch-up",
                 interval=0.05,
@@ -508,3 +519,51 @@ def test_a_batch_that_kills_its_worker_every_time_ends_failed(cluster: Cluster) 
         b=target,
     )
     assert others == [("done", len(batches) - 1)]
+
+
+def test_kill_9_of_the_worker_about_to_hand_on_the_next_batch(cluster: Cluster) -> None:
+    """A window of one batch: the job moves only as each finished batch hands on the next.
+    The embed worker is killed after it settled a batch, while it claims the next one (that
+    row is held, so it waits right there); nothing of the job is left in Redis, and the
+    reconciler of a default worker hands the batch on."""
+    cluster.env["EMBEDQ_MAX_PENDING_BATCHES"] = "1"
+    docs = short_docs(8, offset=0, step=5)
+    for name in ("embed", "index"):
+        cluster.start(name, name)
+    for name in ("embed", "index"):
+        cluster.ready(name)
+    embed = cluster.procs["embed"].proc
+    embed.send_signal(signal.SIGSTOP)
+    job_id = submit(cluster, "feeding", docs)
+    batches = [
+        r[0]
+        for r in cluster.sql("SELECT id FROM job_batches WHERE job_id = :j ORDER BY id", j=job_id)
+    ]
+    queued = cluster.sql(
+        "SELECT id FROM job_batches WHERE job_id = :j AND queued_at IS NOT NULL", j=job_id
+    )
+    assert len(batches) == 4 and [r[0] for r in queued] == batches[:1]
+    holder = create_engine(cluster.db_url, poolclass=NullPool).connect()
+    try:
+        holder.execute(
+            text("SELECT id FROM job_batches WHERE id = :b FOR UPDATE"), {"b": batches[1]}
+        )
+        embed.send_signal(signal.SIGCONT)
+        wait_for_lock_waiter(cluster)
+        first = cluster.sql("SELECT state FROM job_batches WHERE id = :b", b=batches[0])
+        assert first[0][0] == "done"  # settled, then stopped while handing on
+        cluster.kill("embed", "embed")
+    finally:
+        holder.rollback()
+        holder.close()
+    cluster.ready("embed")
+    client = redis.Redis.from_url(cluster.broker)
+    assert client.llen("embed") == 0
+    unqueued = "SELECT 1 FROM job_batches WHERE id = :b AND queued_at IS NULL"
+    assert cluster.sql(unqueued, b=batches[1])
+
+    cluster.start("default", "default")
+    job = wait_until(lambda: cluster.finished(job_id), 300, "the reconciler to feed the job")
+    assert job.status == "succeeded" and job.done == len(docs), job
+    assert "'fed': {'" + job_id in cluster.procs["default"].output()
+    assert_exactly_once(cluster, "feeding", docs)

@@ -3,9 +3,13 @@ with keys on (every route but /healthz needs a live key) and off (nothing needs 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import socket
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.auth import INVALID, MISSING
+from embedq.api.auth import INVALID, MISSING
 from tests.integration.conftest import clean_env, embedq
 from tests.services import Process, embedq_process, free_port, wait_http
 
@@ -26,12 +30,16 @@ def keyed_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return clean_env(EMBEDQ_DATA_DIR=str(data), EMBEDQ_API_KEYS="true")
 
 
+SERVERS: dict[str, Process] = {}
+
+
 def _serve(env: dict[str, str], log: Path) -> Iterator[str]:
     port = free_port()
     proc: Process = embedq_process(["api", "--host", "127.0.0.1", "--port", str(port)], env, log)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/healthz")
+        SERVERS[url] = proc
         yield url
     finally:
         proc.stop()
@@ -88,6 +96,62 @@ def test_every_route_but_healthz_needs_a_key(
     assert response.status_code == 401, response.text
     assert response.headers["www-authenticate"] == "Bearer"
     assert response.json() == {"detail": MISSING}
+
+
+def test_a_malformed_body_without_a_key_is_401_not_422(keyed: str) -> None:
+    response = httpx.post(
+        f"{keyed}/v1/collections",
+        content=b'{"name": ',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 401, response.text
+    assert response.json() == {"detail": MISSING}
+
+
+def _peak_rss(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    line = next(ln for ln in status.splitlines() if ln.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def _send_body(sock: socket.socket, size: int) -> None:
+    chunk = b"x" * (1 << 20)
+    try:
+        for _ in range(size // len(chunk)):
+            sock.sendall(chunk)
+    except OSError:
+        pass  # the server answered and closed: the rest of the body is never read
+
+
+def test_a_60_mb_body_without_a_key_is_refused_at_once_without_reading_it(keyed: str) -> None:
+    pid = SERVERS[keyed].proc.pid
+    before = _peak_rss(pid)
+    size = 60 * 1024 * 1024
+    host, port = keyed.removeprefix("http://").split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        head = (
+            f"POST /v1/collections/big/documents HTTP/1.1\r\nHost: {host}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+        )
+        sock.sendall(head.encode())
+        sender = threading.Thread(target=_send_body, args=(sock, size), daemon=True)
+        sender.start()
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            got = sock.recv(65536)
+            if not got:
+                break
+            answer += got
+        elapsed = time.monotonic() - started
+        # The server may have closed its side already, having answered.
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sender.join(30)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert elapsed < 2.0, f"refused after {elapsed:.2f} s"
+    growth = _peak_rss(pid) - before
+    assert growth < 64 * 1024 * 1024, f"peak memory grew by {growth / 2**20:.0f} MiB"
 
 
 def test_an_upload_without_a_key_is_refused_before_anything_is_stored(
@@ -193,3 +257,10 @@ def test_with_keys_off_no_key_is_needed(open_server: str) -> None:
     # A key header is ignored, not checked, when keys are off.
     bogus = {"Authorization": "Bearer eq_bogus_bogus"}
     assert httpx.get(f"{open_server}/v1/collections/open", headers=bogus).status_code == 200
+
+
+def test_an_api_without_keys_is_refused_on_a_public_address(tmp_path: Path) -> None:
+    env = clean_env(EMBEDQ_DATA_DIR=str(tmp_path / "data"))
+    refused = embedq(env, "api", "--host", "0.0.0.0", "--port", str(free_port()))
+    assert refused.returncode == 2
+    assert "refusing to serve the API on 0.0.0.0 without API keys" in refused.stderr

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from workers.chunking import Chunker, window_spans
-from workers.encoding import token_budget_batches
+from embedq.workers.chunking import Chunker, window_spans
+from embedq.workers.encoding import token_budget_batches
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,7 @@ def test_token_budget_batches_sort_and_respect_the_budget() -> None:
 def tokenizer():  # type: ignore[no-untyped-def]
     from transformers import AutoTokenizer
 
-    from workers.models import resolve_path
+    from embedq.workers.models import resolve_path
 
     return AutoTokenizer.from_pretrained(resolve_path(None))
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from workers.clustering import (
+from embedq.workers.clustering import (
     ClusterResult,
     agglomerative,
     choose_k,

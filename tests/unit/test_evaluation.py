@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.evaluation import evaluate, load_qrels, mrr_at_k, ndcg_at_k, recall_at_k
+from embedq.workers.evaluation import evaluate, load_qrels, mrr_at_k, ndcg_at_k, recall_at_k
 
 
 def test_ndcg_single_relevant_at_rank_two() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from storage.exports import META_NAME, VECS_NAME, read_projector, sanitise, write_projector
+from embedq.storage.exports import META_NAME, VECS_NAME, read_projector, sanitise, write_projector
 
 
 def _vectors(n: int = 50, dim: int = 16) -> np.ndarray:

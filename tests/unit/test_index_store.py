@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from storage.index_store import (
+from embedq.storage.index_store import (
     CURRENT,
     IndexStore,
     SnapshotCache,

@@ -11,8 +11,8 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
-from workers.models import resolve_path
-from workers.pooling import STRATEGIES, HFEncoder, PoolingError, transformer_folder
+from embedq.workers.models import resolve_path
+from embedq.workers.pooling import STRATEGIES, HFEncoder, PoolingError, transformer_folder
 
 SENTENCES = [
     "x",

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-import storage.catchup as catchup
-from storage.catchup import IndexWriter, PublishPolicy
-from storage.db import transaction
-from storage.documents import delete_document
-from storage.index_store import IndexStore, SnapshotCache, SnapshotMeta, Tail
-from storage.models import SEQ_BITS, Chunk
+import embedq.storage.catchup as catchup
+from embedq.storage.catchup import IndexWriter, PublishPolicy
+from embedq.storage.db import transaction
+from embedq.storage.documents import delete_document
+from embedq.storage.index_store import IndexStore, SnapshotCache, SnapshotMeta, Tail
+from embedq.storage.models import SEQ_BITS, Chunk
 from tests.unit.test_storage import (
     MODEL,
     Sessions,
@@ -245,7 +245,7 @@ def test_cache_gives_a_new_tail_to_a_new_collection(store: IndexStore) -> None:
 def test_search_tail_reads_only_new_rows(
     sessions: Sessions, cid: int, store: IndexStore, rng: np.random.Generator
 ) -> None:
-    from api import search
+    from embedq.tasks import search
 
     index_texts(sessions, cid, texts("a", 3), rng, n=2)
     cache = SnapshotCache(store)
@@ -272,7 +272,7 @@ def test_search_tail_reads_only_new_rows(
 
 
 def collection_of_type(sessions: Sessions, name: str, factory: str) -> int:
-    from storage.models import Collection
+    from embedq.storage.models import Collection
 
     cid = make_collection(sessions, name)
     with transaction(sessions, write=True) as s:
@@ -300,8 +300,8 @@ def test_an_index_that_cannot_delete_is_rebuilt_without_the_deleted_chunks(
 
 
 def test_train_size_follows_the_list_count() -> None:
-    from storage.catchup import TRAIN_MAX, TRAIN_SAMPLE, train_size
-    from storage.index_store import new_index
+    from embedq.storage.catchup import TRAIN_MAX, TRAIN_SAMPLE, train_size
+    from embedq.storage.index_store import new_index
 
     assert train_size(new_index(DIM, "Flat")) == TRAIN_SAMPLE
     assert train_size(new_index(DIM, "IVF64,PQ4")) == TRAIN_SAMPLE
@@ -310,7 +310,7 @@ def test_train_size_follows_the_list_count() -> None:
 
 
 def test_training_sample_is_uniform_and_repeatable() -> None:
-    from storage.catchup import sample_ids
+    from embedq.storage.catchup import sample_ids
 
     ids = np.arange(1_000_000, dtype=np.int64)
     chosen = sample_ids(ids, 1000, seed=7)

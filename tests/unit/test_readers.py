@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections.abc import Generator, Iterator
@@ -10,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from storage import readers
-from storage.readers import CorpusError, Record, Rejected, read_corpus
+from embedq.storage import readers
+from embedq.storage.readers import CorpusError, Record, Rejected, read_corpus
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 BAD = SHARED / "bad"
@@ -430,7 +431,10 @@ def test_stdin_with_forced_formats() -> None:
     csv_items = read("-", fmt="csv", stdin=io.BytesIO(b"id,text\nx,y\n"))
     assert csv_items == [Record("x", "y", None, None, "-", 2)]
     text_items = read("-", fmt="text", stdin=io.BytesIO("전체 문서".encode()))
-    assert text_items == [Record("-", "전체 문서", None, None, "-", 1)]
+    digest = hashlib.sha256("전체 문서".encode()).hexdigest()[:16]
+    assert text_items == [Record(f"stdin-{digest}", "전체 문서", None, None, "-", 1)]
+    named = list(read_corpus(["-"], fmt="text", stdin=io.BytesIO(b"a note"), stdin_id="note-1"))
+    assert named == [Record("note-1", "a note", None, None, "-", 1)]
     with pytest.raises(CorpusError, match=r"^-: not a text file \(binary data\)$"):
         read("-", stdin=io.BytesIO(b"\x00\x01\x02"))
 
@@ -516,3 +520,50 @@ def test_large_file_yields_first_record_before_reading_it_all(
     assert counted[-1].bytes_read < size // 100
     iterator.close()
     assert counted[-1].closed
+
+
+# ------------------------------------------------------------------ what a database can store
+
+
+def test_an_id_wider_than_the_id_column_is_rejected_in_every_format(tmp_path: Path) -> None:
+    long_id = "x" * (readers.MAX_ID_CHARS + 1)
+    jsonl = write(tmp_path / "a.jsonl", json.dumps({"id": long_id, "text": "t"}) + "\n")
+    csv_file = write(tmp_path / "a.csv", f"id,text\nok,fine\n{long_id},t\n")
+    got = rejected(read(jsonl, csv_file))
+    reason = f"id too long ({readers.MAX_ID_CHARS + 1} characters; at most 1024)"
+    assert [(r.source, r.line, r.reason) for r in got] == [
+        (str(jsonl), 1, reason),
+        (str(csv_file), 3, reason),
+    ]
+    assert readers.MAX_ID_CHARS == 1024
+    exact = readers.record_from_object({"id": "y" * 1024, "text": "t"}, source="s", line=1)
+    assert isinstance(exact, Record)
+
+
+@pytest.mark.parametrize(
+    ("obj", "field"),
+    [
+        ({"id": "a", "text": "one \u0000 two"}, "text"),
+        ({"id": "a\u0000b", "text": "t"}, "id"),
+        ({"id": "a", "text": "t", "title": "ti\u0000tle"}, "title"),
+        ({"id": "a", "text": "t", "meta": {"k": ["v", {"deep": "\u0000"}]}}, "meta"),
+        ({"id": "a", "text": "t", "meta": {"k\u0000": 1}}, "meta"),
+    ],
+)
+def test_a_nul_character_is_rejected_naming_its_field(obj: dict[str, Any], field: str) -> None:
+    item = readers.record_from_object(obj, source="request", line=7)
+    assert isinstance(item, Rejected)
+    assert (item.line, item.reason) == (7, f"NUL character (\\u0000) in {field}")
+
+
+def test_a_nul_in_a_csv_field_or_late_in_a_text_file_is_rejected(tmp_path: Path) -> None:
+    # Past the first 8 KiB, which are sniffed for binary data.
+    padding = "".join(f"pad{i},{'p' * 100}\n" for i in range(90))
+    csv_file = write(tmp_path / "a.csv", f"id,text\n{padding}bad,nul \0 here\n")
+    text_file = write(tmp_path / "docs" / "late.txt", "x" * 10_000 + "\0")
+    got = rejected(read(csv_file) + read(tmp_path / "docs"))
+    assert [(r.line, r.id, r.reason) for r in got] == [
+        (92, "bad", "NUL character (\\u0000) in text"),
+        (1, "late.txt", "NUL character (\\u0000) in text"),
+    ]
+    assert text_file.exists()

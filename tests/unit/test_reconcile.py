@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from storage.jobs import add_batch, create_job, mark_running, seal, settle_batch
-from storage.models import Collection, Job, JobBatch, JobStatus
-from storage.schema import upgrade
-from tasks.indexing import begin_attempt
-from tasks.reconcile import (
+from embedq.storage.jobs import add_batch, create_job, mark_running, seal, settle_batch
+from embedq.storage.models import Collection, Job, JobBatch, JobStatus
+from embedq.storage.schema import upgrade
+from embedq.tasks.indexing import begin_attempt
+from embedq.tasks.reconcile import (
     BROKER_LOST,
     LEASE,
+    STRANDED,
     WORKER_LOST,
     PendingBatch,
     WorkerView,
@@ -25,8 +26,8 @@ from tasks.reconcile import (
     worker_identity,
     worker_label,
 )
-from tasks.runtime import Runtime
-from tasks.settings import Settings
+from embedq.tasks.runtime import Runtime
+from embedq.tasks.settings import Settings
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 HOST = "embed-1@node"
@@ -71,6 +72,17 @@ def test_a_begun_batch_is_lost_only_when_its_worker_is_gone_or_idle() -> None:
     assert lost_batches(rows, WorkerView(alive=other_boot), now=NOW, lease_s=3600) == {
         1: WORKER_LOST
     }
+
+
+def test_a_batch_not_begun_whose_message_is_nowhere_is_stranded() -> None:
+    """Queued 60 s ago, never begun, its message neither in the queue nor held by a worker
+    that answered: the worker that took it was killed before it began. Seen in the queue or
+    held by a worker, or queued too recently, or with the queue unread: left alone."""
+    rows = [batch(1, 60, None), batch(2, 60, None), batch(3, 60, None), batch(4, 10, None)]
+    view = WorkerView(running=frozenset({3}), queued=frozenset({2}))
+    assert lost_batches(rows, view, now=NOW, lease_s=3600, stranded_s=30) == {1: STRANDED}
+    assert lost_batches(rows, WorkerView(), now=NOW, lease_s=3600, stranded_s=30) == {}
+    assert lost_batches(rows, view, now=NOW, lease_s=3600) == {}
 
 
 def test_a_batch_queued_again_waits_for_its_lease_not_for_its_old_worker() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from api.search import _candidates, search_threads
+from embedq.tasks.search import _candidates, search_threads
 
 
 def unit(rng: np.random.Generator, n: int, dim: int = 8) -> np.ndarray:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from workers.encoding import Embedder
-from workers.models import resolve_path
-from workers.shape import ModelShape, read_shape
+from embedq.workers.encoding import Embedder
+from embedq.workers.models import resolve_path
+from embedq.workers.shape import ModelShape, read_shape
 
 
 @pytest.fixture

@@ -15,13 +15,13 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-import storage.catchup as catchup
-from storage.catchup import IndexWriter
-from storage.chunks import EmbeddedDocument, Span, write_chunks
-from storage.db import transaction
-from storage.documents import NewDocument, content_hash, delete_document, upsert_documents
-from storage.index_store import CURRENT, IndexStore
-from storage.jobs import (
+import embedq.storage.catchup as catchup
+from embedq.storage.catchup import IndexWriter
+from embedq.storage.chunks import EmbeddedDocument, Span, write_chunks
+from embedq.storage.db import transaction
+from embedq.storage.documents import NewDocument, content_hash, delete_document, upsert_documents
+from embedq.storage.index_store import CURRENT, IndexStore
+from embedq.storage.jobs import (
     add_batch,
     add_errors,
     count_records,
@@ -34,7 +34,7 @@ from storage.jobs import (
     settle_batch,
     try_finish,
 )
-from storage.models import (
+from embedq.storage.models import (
     SEQ_BITS,
     BatchState,
     Chunk,
@@ -872,8 +872,9 @@ def test_rebuild_drops_and_rebuilds(
 
 
 def test_catch_up_unknown_collection(sessions: Sessions, store: IndexStore) -> None:
-    with pytest.raises(LookupError):
-        IndexWriter(sessions, store).catch_up("missing")
+    # A request for a collection deleted meanwhile: nothing to do, and no folder made for it.
+    assert IndexWriter(sessions, store).catch_up("missing") is None
+    assert not (store.root / "missing").exists()
 
 
 def test_collections_have_separate_snapshots(

@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from workers.models import resolve_path
-from workers.pooling import HFEncoder
-from workers.words import Word, WordsError, analyse, repeated_words, word_vectors
+from embedq.workers.models import resolve_path
+from embedq.workers.pooling import HFEncoder
+from embedq.workers.words import Word, WordsError, analyse, repeated_words, word_vectors
 
 
 @pytest.fixture(scope="module")

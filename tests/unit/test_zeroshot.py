@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from workers.encoding import Embedder
-from workers.models import resolve_path
-from workers.zeroshot import NLILabels, classify_embedding, classify_nli
+from embedq.workers.encoding import Embedder
+from embedq.workers.models import resolve_path
+from embedq.workers.zeroshot import NLILabels, classify_embedding, classify_nli
 
 TEXTS = [
     "The goalkeeper saved a penalty in the final minute.",

@@ -1,0 +1,129 @@
+"""The indexing pipeline without the forward pass, against the bare tokenizer: a CPU proxy
+for whether a GPU worker would be kept busy.
+
+With a GPU, the forward pass is fast and everything around it (reading SQL, tokenising,
+cutting windows, padding, writing vectors, the index writer) sets the pace. Here the encoder
+costs nothing (``bench/null_encoder.py``), so the pipeline's tokens/s is that pace; the bare
+tokenizer's tokens/s over the same documents (``encode_batch``, what no pipeline can beat) is
+the baseline, measured in the same run. Ratio 1.0: nothing but tokenising costs anything.
+
+- ``sqlite``: ``embedq index`` on the embedded default, in this process (model loaded
+  first, its load not timed);
+- ``postgresql``: PostgreSQL, Redis, one embed worker with the null encoder, the index
+  writer, and ``embedq index --wait`` as a command, timed end to end (process start
+  included; the fixed cost of one command, measured on one document, is shown apart).
+
+    python -m bench pipeline                 # SciFact, 5,183 documents, both back ends
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import cli_env, embedq, machine, read_jsonl, scifact_dir
+from bench.throughput import _indexed_tokens as stored_tokens
+from embedq.tasks.worker_pool import GPU_EMBED_THREADS
+
+
+def corpus_file(folder: Path, docs: int | None) -> tuple[Path, list[str]]:
+    from embedq.storage.documents import embedding_input
+
+    rows = list(read_jsonl(scifact_dir() / "corpus.jsonl", docs))
+    path = folder / "corpus.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"id": d["_id"], "title": d["title"], "text": d["text"]}) + "\n"
+            for d in rows
+        ),
+        encoding="utf-8",
+    )
+    return path, [embedding_input(d["title"], d["text"]) for d in rows]
+
+
+def bare_tokenizer(texts: list[str]) -> float:
+    """Seconds for the collection tokenizer's ``encode_batch`` of the documents, best of 3."""
+    from embedq.workers.encoding import Embedder
+
+    backend = Embedder(None, device="cpu", precision="fp32").chunker()._backend
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        backend.encode_batch(texts, add_special_tokens=False)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def embedded(folder: Path, corpus: Path) -> tuple[float, int]:
+    """In this process: seconds of ``submit_index_job`` with the model loaded, tokens stored."""
+    from bench import null_encoder
+
+    null_encoder.install()
+    from embedq.storage.schema import ensure_ready
+    from embedq.tasks.collection_setup import CollectionSpec, ensure_collection
+    from embedq.tasks.producer import submit_index_job
+    from embedq.tasks.runtime import Runtime
+    from embedq.tasks.settings import Settings
+
+    env = cli_env(folder / "sqlite")
+    rt = Runtime(Settings(data_dir=Path(env["EMBEDQ_DATA_DIR"]), device="cpu"))
+    ensure_ready(rt.sessions.kw["bind"])
+    coll = ensure_collection(rt, CollectionSpec("pipe"))
+    rt.embedder(coll.model).chunker()  # model and tokenizer loaded before the clock starts
+    started = time.perf_counter()
+    submit_index_job(rt, CollectionSpec("pipe"), [str(corpus)], progress=False)
+    return time.perf_counter() - started, stored_tokens(env, "pipe")
+
+
+def distributed(folder: Path, corpus: Path, threads: int) -> tuple[float, float, int]:
+    """Seconds of ``embedq index --wait`` on the stack, its fixed cost, tokens stored."""
+    from bench.stack import distributed as stack
+
+    with stack(
+        folder / "pg",
+        embed_module="bench.null_encoder",
+        EMBEDQ_DEVICE="cpu",
+        EMBEDQ_EMBED_THREADS=str(threads),
+    ) as env:
+        one = corpus.with_name("one.jsonl")
+        one.write_text(corpus.read_text(encoding="utf-8").splitlines(True)[0])
+        embedq(env, "index", str(one), "-c", "warm", "-q", "--wait")  # the worker's model load
+        started = time.perf_counter()
+        embedq(env, "index", str(one), "-c", "one", "-q", "--wait")
+        fixed = time.perf_counter() - started
+        started = time.perf_counter()
+        embedq(env, "index", str(corpus), "-c", "pipe", "-q", "--wait")
+        return time.perf_counter() - started, fixed, stored_tokens(env, "pipe")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench pipeline", description=__doc__)
+    parser.add_argument("--docs", type=int, help="SciFact documents (default: all 5,183)")
+    parser.add_argument("--no-distributed", action="store_true", help="SQLite only")
+    parser.add_argument(
+        "--embed-threads",
+        type=int,
+        default=GPU_EMBED_THREADS,
+        help=f"embed tasks the worker runs at once (default {GPU_EMBED_THREADS}, as on a GPU)",
+    )
+    args = parser.parse_args(argv)
+    print(f"machine: {machine()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        corpus, texts = corpus_file(folder, args.docs)
+        bare_s = bare_tokenizer(texts)
+        rows = [("sqlite, in process", *embedded(folder, corpus), 0.0)]
+        if not args.no_distributed:
+            secs, fixed, tokens = distributed(folder, corpus, args.embed_threads)
+            rows.append((f"postgresql + celery ({args.embed_threads}t)", secs, tokens, fixed))
+    tokens = rows[0][2]
+    print(f"documents: {len(texts)}, tokens stored (windows): {tokens}")
+    print(f"{'bare tokenizer':>22}: {tokens / bare_s:9.0f} tokens/s ({bare_s:.2f} s)")
+    for name, secs, toks, fixed in rows:
+        line = f"{name:>22}: {toks / secs:9.0f} tokens/s ({secs:.2f} s)  ratio {bare_s / secs:.3f}"
+        if fixed:
+            line += f"  without the fixed cost ({fixed:.1f} s): {bare_s / (secs - fixed):.3f}"
+        print(line, flush=True)

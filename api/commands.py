@@ -392,6 +392,7 @@ def serve_api(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
+        timeout_keep_alive=rt.settings.keep_alive_s,
         # Applied in every server process: uvicorn's lines too follow EMBEDQ_LOG_FORMAT.
         log_config=logging_config(rt.settings.log_format, logging.INFO),
     )

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     insecure: bool = Field(
         False, description="allow the API without keys (Flower without a login) off loopback"
     )
+    keep_alive_s: int = Field(
+        75,
+        ge=1,
+        description="API: an idle HTTP connection stays open this long; above clients' "
+        "and load balancers' idle timeouts, so none reuses a connection as the server closes it",
+    )
     max_body_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="largest request body the API reads (413)"
     )

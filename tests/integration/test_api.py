@@ -6,6 +6,7 @@ tests poll them, as a client would.
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import subprocess
@@ -181,6 +182,26 @@ def test_health_and_documentation_are_served(client: httpx.Client) -> None:
         "/v1/jobs/{job_id}/result",
     ):
         assert path in spec["paths"], path
+
+
+def test_an_idle_connection_stays_open_longer_than_a_clients_keep_alive_expiry(
+    server: str,
+) -> None:
+    """httpx drops an idle pooled connection after 5 s; a server that closed it at the same 5 s
+    would race a client reusing it, whose request then fails with a read error."""
+    host, port = server.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read() and conn.sock is not None
+        first = conn.sock
+        time.sleep(6)
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        assert response.status == 200 and json.loads(response.read())["status"] == "ok"
+        assert conn.sock is first, "the connection was opened again"
+    finally:
+        conn.close()
 
 
 # ----------------------------------------------------------------------------- collections

@@ -81,6 +81,12 @@ class _Live:
     published: int  # that snapshot's watermark
 
 
+def _same_snapshot(live: _Live, meta: SnapshotMeta | None) -> bool:
+    """Whether the in-memory index grew from the published snapshot (or, with none
+    published, from nothing)."""
+    return live.file is None if meta is None else live.file == meta.file
+
+
 def _chunk_pages(
     session: Session, collection_id: int, after: int, upto: int
 ) -> Iterator[tuple[np.ndarray, list[bytes]]]:
@@ -134,9 +140,13 @@ class IndexWriter:
         self.lexical = lexical
         self._live: dict[str, _Live] = {}
 
-    def catch_up(self, collection_name: str, *, force: bool = False) -> SnapshotMeta | None:
+    def catch_up(
+        self, collection_name: str, *, force: bool = False, publish: bool = True
+    ) -> SnapshotMeta | None:
         """Apply the changes above the in-memory watermark; publish a snapshot if one is due
         (or ``force``). Returns the published snapshot's metadata (None: there is none).
+        ``publish=False``: apply the changes to the lexical and the in-memory index only (an
+        indexer midway through a job, which publishes at its end).
 
         A writer that holds no index for the collection and owes no snapshot only notes that
         changes wait, without loading the index. A file lock per collection makes a second
@@ -149,7 +159,9 @@ class IndexWriter:
         with self._locked(collection_name):
             before = self._collection_id(collection_name)
             try:
-                return self._catch_up(collection_name, force) if before is not None else None
+                if before is None:
+                    return None
+                return self._catch_up(collection_name, force, publish)
             except CollectionGone:
                 return None
             except Exception:
@@ -207,7 +219,7 @@ class IndexWriter:
         with self._locked(collection_name):
             self._live.pop(collection_name, None)
             self.store.drop_snapshot(collection_name)
-            return self._catch_up(collection_name, True)
+            return self._catch_up(collection_name, True, True)
 
     @staticmethod
     def _collection(session: Session, name: str) -> Collection:
@@ -226,7 +238,7 @@ class IndexWriter:
         since = self.store.pending_since(coll.name, meta.watermark)
         return self.policy.due(meta, coll.seq, since)
 
-    def _catch_up(self, name: str, force: bool) -> SnapshotMeta | None:
+    def _catch_up(self, name: str, force: bool, publish: bool) -> SnapshotMeta | None:
         with self.sessions() as session:
             coll = self._collection(session, name)
             target = coll.seq
@@ -234,10 +246,10 @@ class IndexWriter:
                 # Before any publish: tombstones are purged only up to a published watermark.
                 self.lexical.catch_up(session, coll, target)
             meta = self.store.meta(name)
-            due = force or self._due(coll, meta)
+            due = publish and (force or self._due(coll, meta))
             live = self._live.get(name)
-            held = live is not None and meta is not None and live.file == meta.file
-            if not due and not held:
+            held = live is not None and _same_snapshot(live, meta)
+            if not due and not held and publish:
                 # Nothing owed: leave the snapshot on disk unread; searches read the rest.
                 return self._waiting(name, meta, target)
             live = self._current(coll)
@@ -273,7 +285,7 @@ class IndexWriter:
     def _current(self, coll: Collection) -> _Live:
         meta = self.store.meta(coll.name)
         live = self._live.get(coll.name)
-        if live is not None and meta is not None and live.file == meta.file:
+        if live is not None and _same_snapshot(live, meta):
             return live
         try:
             index, meta = self.store.load(coll.name, model=coll.model, dim=coll.dim)

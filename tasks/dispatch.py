@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
@@ -24,6 +25,10 @@ from embedq.tasks.settings import Settings
 
 log = logging.getLogger(__name__)
 FEED_EVERY_S = 0.25
+CUT_AHEAD = 2
+"""Batches an embedded producer hands to the cutter before it waits for the oldest."""
+CATCH_UP_EVERY_S = 2.0
+"""How often an embedded job applies what it stored to the collection's indexes meanwhile."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,16 +68,20 @@ class Dispatcher(Protocol):
 class InlineDispatcher:
     """Embedded default: every step runs in the calling process.
 
-    While ingesting, ``embed`` reads and cuts a batch into windows in the calling thread
-    while the previous batch's forward pass and write run in a second thread (one batch
-    ahead at most); elsewhere it runs each batch to the end before returning.
+    While ingesting, three stages run at once: the calling thread stores records and reads
+    each new batch back, a cutter thread cuts the batch into windows, a forward thread
+    embeds and writes the batch cut before (``CUT_AHEAD`` batches wait for the cutter at
+    most); elsewhere ``embed`` runs each batch to the end before returning.
     """
 
     def __init__(self, rt: Runtime, background: Background | None = None) -> None:
         self.rt = rt
         self.background = background
+        self._cutter: ThreadPoolExecutor | None = None
         self._ahead: ThreadPoolExecutor | None = None
+        self._cuts: deque[Future[None]] = deque()
         self._running: Future[None] | None = None
+        self._collection, self._caught_up = "", 0.0
 
     def start(self, work: Work) -> None:
         if self.background is None:
@@ -82,7 +91,7 @@ class InlineDispatcher:
 
     @contextmanager
     def ingesting(self, job_id: str, collection: str) -> Iterator[Callable[[int], object]]:
-        with self.overlapped():
+        with self.overlapped(collection):
             yield self.embed
         self.catch_up(collection)
 
@@ -103,24 +112,49 @@ class InlineDispatcher:
             self.rt.writer.catch_up(collection)
 
     @contextmanager
-    def overlapped(self) -> Iterator[None]:
-        """Overlap each batch's tokenising with the previous one's forward pass; leaving
-        the block waits for the last batch."""
+    def overlapped(self, collection: str) -> Iterator[None]:
+        """Overlap each batch's cutting with the producer and with the previous batch's
+        forward pass; leaving the block waits for the last batch. Every
+        ``CATCH_UP_EVERY_S`` the forward thread brings the collection's indexes up to what
+        is stored, unpublished, so that little is left for the catch-up at the end."""
+        self._collection, self._caught_up = collection, time.monotonic()
+        self._cutter = ThreadPoolExecutor(1, thread_name_prefix="embedq-cut")
         self._ahead = ThreadPoolExecutor(1, thread_name_prefix="embedq-forward")
         try:
             yield
         finally:
-            self._wait()
-            self._ahead.shutdown()
-            self._ahead = None
+            try:
+                while self._cuts:
+                    self._cuts.popleft().result()
+                self._wait()
+            finally:
+                self._cutter.shutdown()
+                self._ahead.shutdown()
+                self._cutter = self._ahead = None
+                self._cuts.clear()
 
     def embed(self, batch_id: int) -> None:
         try:
-            cut = indexing.cut_batch(self.rt, batch_id)
+            read = indexing.read_batch(self.rt, batch_id)
         except Exception as exc:
             self._failed(batch_id, exc)
             return
-        if cut is None:
+        if read is None:
+            return
+        if self._cutter is None:
+            self._cut_and_store(read)
+            return
+        while len(self._cuts) >= CUT_AHEAD:
+            self._cuts.popleft().result()
+        self._cuts.append(self._cutter.submit(self._cut_and_store, read))
+
+    def _cut_and_store(self, read: indexing.ReadBatch) -> None:
+        """Cut the batch; store it here, or hand it to the forward thread once the batch
+        before it is stored (one batch in its forward pass at a time)."""
+        try:
+            cut = indexing.cut(self.rt, read)
+        except Exception as exc:
+            self._failed(read.batch_id, exc)
             return
         if self._ahead is None:
             self._store(cut)
@@ -133,6 +167,11 @@ class InlineDispatcher:
             indexing.store_batch(self.rt, cut)
         except Exception as exc:
             self._failed(cut.batch_id, exc)
+            return
+        if time.monotonic() - self._caught_up >= CATCH_UP_EVERY_S:
+            with self.rt.writer_lock:
+                self.rt.writer.catch_up(self._collection, publish=False)
+            self._caught_up = time.monotonic()
 
     def _failed(self, batch_id: int, exc: Exception) -> None:
         log.exception("batch %s failed", batch_id)

@@ -166,9 +166,20 @@ class CutBatch:
     windows: list[list[Window]]
 
 
-def cut_batch(rt: Runtime, batch_id: int) -> CutBatch | None:
-    """Read a pending batch's documents and cut them into windows (SQL and the tokenizer:
-    the work that can overlap another batch's forward pass). None when already settled."""
+@dataclass(slots=True)
+class ReadBatch:
+    """A pending batch's documents as read from SQL, with its collection's window settings."""
+
+    batch_id: int
+    collection_id: int
+    model: str
+    chunk_tokens: int | None
+    overlap: int | None
+    docs: list[tuple[int, str | None, str, str]]  # (document id, title, text, content hash)
+
+
+def read_batch(rt: Runtime, batch_id: int) -> ReadBatch | None:
+    """A pending batch's documents that still need embedding; None when already settled."""
     with rt.sessions() as session:
         # One round trip for the batch and its collection's settings (none: batch or
         # collection gone), one for the documents.
@@ -181,10 +192,25 @@ def cut_batch(rt: Runtime, batch_id: int) -> CutBatch | None:
                 Document.indexed_hash.is_distinct_from(Document.content_hash),
             )
         ).all()
-    chunker = rt.embedder(batch.model).chunker(batch.chunk_tokens, batch.overlap)
-    windows = chunker.split_many([embedding_input(d.title, d.text) for d in docs])
-    ids = [(d.id, d.content_hash) for d in docs]
-    return CutBatch(batch_id, batch.collection_id, batch.model, ids, windows)
+    rows = [(d.id, d.title, d.text, d.content_hash) for d in docs]
+    return ReadBatch(
+        batch_id, batch.collection_id, batch.model, batch.chunk_tokens, batch.overlap, rows
+    )
+
+
+def cut(rt: Runtime, read: ReadBatch) -> CutBatch:
+    """Cut a read batch's documents into windows (the tokenizer: the work that can overlap
+    another batch's forward pass)."""
+    chunker = rt.embedder(read.model).chunker(read.chunk_tokens, read.overlap)
+    windows = chunker.split_many([embedding_input(title, text) for _, title, text, _ in read.docs])
+    ids = [(doc_id, digest) for doc_id, _, _, digest in read.docs]
+    return CutBatch(read.batch_id, read.collection_id, read.model, ids, windows)
+
+
+def cut_batch(rt: Runtime, batch_id: int) -> CutBatch | None:
+    """Read a pending batch and cut it into windows; None when already settled."""
+    read = read_batch(rt, batch_id)
+    return None if read is None else cut(rt, read)
 
 
 _BATCH = with_collection(

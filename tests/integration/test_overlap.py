@@ -1,5 +1,6 @@
 """The embedded indexer cuts the next batch into windows while the previous one is in its
-forward pass, and stores exactly what the one-batch-at-a-time path stores."""
+forward pass, catches the indexes up meanwhile, and stores exactly what the
+one-batch-at-a-time path stores."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from embedq.storage.models import Chunk, Collection, Document
 from embedq.storage.schema import upgrade
@@ -54,13 +55,19 @@ def test_the_next_batch_is_cut_during_the_forward_pass(
     cuts: list[tuple[int, str]] = []
     stores: list[tuple[int, str, bool]] = []
     cut_done = threading.Condition()
-    cut_batch, store_batch = indexing.cut_batch, indexing.store_batch
+    cut_read, store_batch = indexing.cut, indexing.store_batch
+    catch_ups: list[tuple[bool, str]] = []
+    catch_up = rt.writer.catch_up
 
-    def cut(runtime: Runtime, batch_id: int) -> Any:
+    def cut(runtime: Runtime, read: Any) -> Any:
         with cut_done:
-            cuts.append((batch_id, threading.current_thread().name))
+            cuts.append((read.batch_id, threading.current_thread().name))
             cut_done.notify_all()
-        return cut_batch(runtime, batch_id)
+        return cut_read(runtime, read)
+
+    def caught_up(name: str, **kwargs: Any) -> Any:
+        catch_ups.append((kwargs.get("publish", True), threading.current_thread().name))
+        return catch_up(name, **kwargs)
 
     def store(runtime: Runtime, batch: Any) -> int:
         def later() -> bool:
@@ -73,12 +80,14 @@ def test_the_next_batch_is_cut_during_the_forward_pass(
             stores.append((batch.batch_id, threading.current_thread().name, later()))
         return store_batch(runtime, batch)
 
-    monkeypatch.setattr(indexing, "cut_batch", cut)
+    monkeypatch.setattr(indexing, "cut", cut)
     monkeypatch.setattr(indexing, "store_batch", store)
+    monkeypatch.setattr(rt.writer, "catch_up", caught_up)
+    monkeypatch.setattr("embedq.tasks.dispatch.CATCH_UP_EVERY_S", 0.0)
     job_id = submit_index_job(rt, CollectionSpec("piped"), [str(corpus)], progress=False)
 
     assert [b for b, _ in cuts] == [b for b, _, _ in stores] and len(cuts) == 3
-    assert {name for _, name in cuts} == {threading.current_thread().name}
+    assert all(name.startswith("embedq-cut") for _, name in cuts)
     assert all(name.startswith("embedq-forward") for _, name, _ in stores)
     # Every batch but the last overlapped with the cutting of the next one.
     assert [ok for _, _, ok in stores] == [True, True, False]
@@ -87,6 +96,18 @@ def test_the_next_batch_is_cut_during_the_forward_pass(
 
         job = session.get_one(Job, job_id)
         assert (job.status.value, job.done, job.total) == ("succeeded", 9, 9)
+        chunks = session.scalar(
+            select(func.count())
+            .select_from(Chunk)
+            .join(Collection)
+            .where(Collection.name == "piped")
+        )
+    # After each batch the forward thread applied it to the indexes, unpublished; the end of
+    # the job published a snapshot that holds every chunk.
+    assert catch_ups[:-1] == [(False, name) for _, name, _ in stores]
+    assert catch_ups[-1] == (True, threading.current_thread().name)
+    meta = rt.store.meta("piped")
+    assert meta is not None and meta.count == chunks
 
     # The same documents one batch at a time: the very same chunks and vectors.
     monkeypatch.undo()

@@ -99,6 +99,39 @@ def test_small_update_waits_but_the_writer_applies_it(
     assert index.ntotal == len(rows) and index_ids(index) == set(rows)
 
 
+def test_a_catch_up_without_publishing_applies_in_memory_and_the_next_publishes_it(
+    sessions: Sessions,
+    cid: int,
+    store: IndexStore,
+    rng: np.random.Generator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    writer = writer_for(sessions, store)
+    index_texts(sessions, cid, texts("a", 3), rng, n=2)  # 6 rows: a first snapshot is due
+    assert writer.catch_up("c", publish=False) is None
+    assert store.meta("c") is None and writer._live["c"].watermark == 6
+    index_texts(sessions, cid, texts("b", 2), rng, n=2)
+    assert writer.catch_up("c", publish=False) is None
+    assert writer._live["c"].watermark == 10
+
+    applied: list[int] = []
+    apply = writer._apply
+
+    def spy(session: Any, coll: Any, live: Any, target: int) -> None:
+        applied.append(live.watermark)
+        apply(session, coll, live, target)
+
+    monkeypatch.setattr(writer, "_apply", spy)
+    index_texts(sessions, cid, texts("x", 1), rng, n=2)
+    meta = writer.catch_up("c")
+    # The publish went on from the index held in memory: only the last two rows were read.
+    assert applied == [10]
+    assert meta is not None and (meta.watermark, meta.count) == (12, 12)
+    index, _ = store.load("c", model=MODEL, dim=DIM)
+    rows = chunk_rows(sessions, cid)
+    assert index.ntotal == len(rows) == 12 and index_ids(index) == set(rows)
+
+
 def test_fresh_writer_decides_without_loading(
     sessions: Sessions,
     cid: int,

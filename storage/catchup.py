@@ -24,6 +24,7 @@ from embedq.storage.chunks import vectors_from_rows
 from embedq.storage.collection_files import remove_orphan_folder
 from embedq.storage.collections import find_collection
 from embedq.storage.index_store import IndexStore, SnapshotError, SnapshotMeta, new_index
+from embedq.storage.jobs import embedding_into
 from embedq.storage.lexical import LexicalStore
 from embedq.storage.models import SEQ_BITS, Chunk, Collection, Tombstone
 
@@ -45,7 +46,9 @@ class PublishPolicy:
     """When a snapshot is due: a snapshot costs a write of the whole index, so it waits until
     enough has changed (``rows``, or ``fraction`` of the snapshot if that is more) or the
     oldest unpublished change is ``interval_s`` old. An index no bigger than ``rows`` is
-    always published at once: writing it costs no more than the rows allowed to wait."""
+    published at once (writing it costs no more than the rows allowed to wait), unless a job
+    is still embedding into it (``busy``): then at the job's end, not after each of its
+    batches."""
 
     rows: int = 20_000
     fraction: float = 0.1
@@ -57,14 +60,16 @@ class PublishPolicy:
         target: int,
         pending_since: datetime | None = None,
         now: datetime | None = None,
+        *,
+        busy: bool = False,
     ) -> bool:
         """Whether changes up to sequence ``target`` should be published now."""
         if published is None:
-            return target > 0
+            return target > 0 and (not busy or target >= self.rows)
         unpublished = target - published.watermark
         if unpublished <= 0:
             return False
-        if published.count + unpublished <= self.rows:
+        if published.count + unpublished <= self.rows and not busy:
             return True
         if unpublished >= max(self.rows, self.fraction * published.count):
             return True
@@ -211,7 +216,7 @@ class IndexWriter:
         """Whether a snapshot of the collection is due, from ``current.json`` and SQL only."""
         with self.sessions() as session:
             coll = self._collection(session, collection_name)
-            return self._due(coll, self.store.meta(collection_name))
+            return self._due(session, coll, self.store.meta(collection_name))
 
     def rebuild(self, collection_name: str) -> SnapshotMeta | None:
         """Drop what is in memory and on disk for the collection and rebuild it from SQL
@@ -228,15 +233,17 @@ class IndexWriter:
             raise CollectionGone(f"no collection named {name!r}")
         return coll
 
-    def _due(self, coll: Collection, meta: SnapshotMeta | None) -> bool:
+    def _due(self, session: Session, coll: Collection, meta: SnapshotMeta | None) -> bool:
         if meta is None:
-            return self.policy.due(None, coll.seq)
+            return coll.seq > 0 and self.policy.due(
+                None, coll.seq, busy=embedding_into(session, coll.id)
+            )
         if not self.store.looks_usable(coll.name, meta, model=coll.model, dim=coll.dim):
             return True  # loading it fails: the index is rebuilt from SQL and published
         if coll.seq <= meta.watermark:
             return False
         since = self.store.pending_since(coll.name, meta.watermark)
-        return self.policy.due(meta, coll.seq, since)
+        return self.policy.due(meta, coll.seq, since, busy=embedding_into(session, coll.id))
 
     def _catch_up(self, name: str, force: bool, publish: bool) -> SnapshotMeta | None:
         with self.sessions() as session:
@@ -246,7 +253,7 @@ class IndexWriter:
                 # Before any publish: tombstones are purged only up to a published watermark.
                 self.lexical.catch_up(session, coll, target)
             meta = self.store.meta(name)
-            due = publish and (force or self._due(coll, meta))
+            due = publish and (force or self._due(session, coll, meta))
             live = self._live.get(name)
             held = live is not None and _same_snapshot(live, meta)
             if not due and not held and publish:

@@ -468,3 +468,20 @@ def cancel_job(session: Session, job_id: str) -> bool:
             .values(state=BatchState.failed, error="cancelled")
         )
     return bool(changed)
+
+
+def embedding_into(session: Session, collection_id: int) -> bool:
+    """Whether an unfinished job still has batches to embed into the collection."""
+    return (
+        session.scalar(
+            select(JobBatch.id)
+            .join(Job, Job.id == JobBatch.job_id)
+            .where(
+                Job.collection_id == collection_id,
+                Job.status.in_((JobStatus.queued, JobStatus.running)),
+                JobBatch.state == BatchState.pending,
+            )
+            .limit(1)
+        )
+        is not None
+    )

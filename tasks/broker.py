@@ -80,6 +80,33 @@ def catch_up_answered(collection: str) -> None:
     client().delete(names.CATCH_UP_KEY.format(collection))
 
 
+CATCH_UP_GAP_S = 1.0
+"""The index writer catches a collection up at most once in this many seconds. During a job
+every task asks for one, and each has a fixed cost (a lexical commit, SQL round trips)
+whatever little it applies."""
+_caught_up: dict[str, float] = {}
+
+
+def catch_up_delay(collection: str, gap_s: float = CATCH_UP_GAP_S) -> float:
+    """Seconds before this writer process may catch the collection up again (0: now)."""
+    last = _caught_up.get(collection)
+    return 0.0 if last is None else max(0.0, gap_s - (time.monotonic() - last))
+
+
+def caught_up(collection: str) -> None:
+    """A catch-up of the collection ended in this process now."""
+    _caught_up[collection] = time.monotonic()
+
+
+def defer_catch_up(collection: str, delay_s: float) -> None:
+    """Run the pending request later; its key stays set, so that the requests made
+    meanwhile coalesce into this one."""
+    queue = names.TASK_QUEUES[names.CATCH_UP]
+    app.send_task(
+        names.CATCH_UP, args=[collection], queue=queue, routing_key=queue, countdown=delay_s
+    )
+
+
 def reconcile_began(every_s: float) -> None:
     """A reconcile task started: another may be queued, not begun before a period passed."""
     redis = client()

@@ -68,10 +68,21 @@ def _embed_attempt(rt: Any, batch_id: int, attempt: indexing.Attempt) -> None:
             indexing.fail_batch(rt, batch_id, f"{type(exc).__name__}: {exc}")
 
 
+MIN_DEFER_S = 0.05
+"""A catch-up due sooner than this runs now rather than being sent again."""
+
+
 @app.task(name=names.CATCH_UP, **RETRY)
 def catch_up(collection: str) -> dict[str, Any]:
+    delay = broker.catch_up_delay(collection)
+    if delay >= MIN_DEFER_S:
+        broker.defer_catch_up(collection, delay)
+        return {"collection": collection, "deferred_s": round(delay, 3)}
     broker.catch_up_answered(collection)
-    meta = get_runtime().writer.catch_up(collection)
+    try:
+        meta = get_runtime().writer.catch_up(collection)
+    finally:
+        broker.caught_up(collection)
     return {"collection": collection, "watermark": meta.watermark if meta else 0}
 
 

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 FEED_EVERY_S = 0.25
 CUT_AHEAD = 2
 """Batches an embedded producer hands to the cutter before it waits for the oldest."""
-CATCH_UP_EVERY_S = 2.0
+CATCH_UP_EVERY_S = 1.0
 """How often an embedded job applies what it stored to the collection's indexes meanwhile."""
 
 

@@ -39,6 +39,9 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             EMBEDQ_BROKER_URL=broker,
             EMBEDQ_BATCH_DOCS="4",
             EMBEDQ_CALLBACK_POLL_S="0.2",
+            # Snapshots published while a job runs (a small index otherwise waits for the
+            # job's end), so that a deletion races files being written.
+            EMBEDQ_PUBLISH_ROWS="8",
             TOKENIZERS_PARALLELISM="false",
         )
         assert embedq(env, "db", "upgrade").returncode == 0

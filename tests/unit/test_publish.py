@@ -15,6 +15,7 @@ from embedq.storage.catchup import IndexWriter, PublishPolicy
 from embedq.storage.db import transaction
 from embedq.storage.documents import delete_document
 from embedq.storage.index_store import IndexStore, SnapshotCache, SnapshotMeta, Tail
+from embedq.storage.jobs import add_batches, create_job, mark_running, settle_batch
 from embedq.storage.models import SEQ_BITS, Chunk
 from tests.unit.test_storage import (
     MODEL,
@@ -57,6 +58,16 @@ def test_policy_rows_fraction_and_small_indexes() -> None:
     small_fraction = PublishPolicy(rows=100, fraction=0.001, interval_s=60)
     assert not small_fraction.due(big, 10_000 + 99)  # ``rows`` is the floor
     assert small_fraction.due(big, 10_000 + 100)
+
+
+def test_policy_waits_for_the_end_of_a_job_on_a_small_index() -> None:
+    policy = PublishPolicy(rows=100, fraction=0.1, interval_s=60)
+    assert not policy.due(None, 50, busy=True)  # a first snapshot, while a job embeds
+    assert policy.due(None, 100, busy=True)  # ... unless the rows that wait are many
+    assert not policy.due(meta(50, 50), 60, busy=True)
+    assert policy.due(meta(50, 50), 60, busy=False)
+    now = datetime.now(UTC)
+    assert policy.due(meta(50, 50), 60, now - timedelta(seconds=60), now, busy=True)
 
 
 def test_policy_interval() -> None:
@@ -130,6 +141,25 @@ def test_a_catch_up_without_publishing_applies_in_memory_and_the_next_publishes_
     index, _ = store.load("c", model=MODEL, dim=DIM)
     rows = chunk_rows(sessions, cid)
     assert index.ntotal == len(rows) == 12 and index_ids(index) == set(rows)
+
+
+def test_a_small_collection_is_published_when_its_job_has_no_batch_left(
+    sessions: Sessions, cid: int, store: IndexStore, rng: np.random.Generator
+) -> None:
+    writer = writer_for(sessions, store)
+    pending = index_texts(sessions, cid, texts("a", 2), rng, n=2)
+    with transaction(sessions, write=True) as session:
+        job_id = create_job(session, "index", collection_id=cid, params={})
+        mark_running(session, job_id)
+        (batch_id,) = add_batches(session, job_id, [pending])
+    assert writer.catch_up("c") is None and not writer.due("c")  # nothing published
+    assert store.meta("c") is None
+
+    with transaction(sessions, write=True) as session:
+        settle_batch(session, batch_id)
+    assert writer.due("c")
+    meta = writer.catch_up("c")
+    assert meta is not None and (meta.watermark, meta.count) == (4, 4)
 
 
 def test_fresh_writer_decides_without_loading(

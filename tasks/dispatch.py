@@ -169,8 +169,12 @@ class InlineDispatcher:
             self._failed(cut.batch_id, exc)
             return
         if time.monotonic() - self._caught_up >= CATCH_UP_EVERY_S:
-            with self.rt.writer_lock:
-                self.rt.writer.catch_up(self._collection, publish=False)
+            try:
+                with self.rt.writer_lock:
+                    self.rt.writer.catch_up(self._collection, publish=False)
+            except Exception:
+                # What is stored is committed; the catch-up at the job's end tries again.
+                log.exception("catching up %s during the job failed", self._collection)
             self._caught_up = time.monotonic()
 
     def _failed(self, batch_id: int, exc: Exception) -> None:

@@ -124,3 +124,28 @@ def _records(path: Path) -> Any:
     from embedq.storage.readers import read_corpus
 
     return read_corpus([str(path)])
+
+
+def test_a_failed_catch_up_during_the_job_leaves_the_job_and_its_end_intact(
+    rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = write_jsonl(tmp_path / "c.jsonl", DOCS)
+    catch_up = rt.writer.catch_up
+    failed: list[bool] = []
+
+    def flaky(name: str, **kwargs: Any) -> Any:
+        if not kwargs.get("publish", True):
+            failed.append(True)
+            raise OSError("disk full")
+        return catch_up(name, **kwargs)
+
+    monkeypatch.setattr(rt.writer, "catch_up", flaky)
+    monkeypatch.setattr("embedq.tasks.dispatch.CATCH_UP_EVERY_S", 0.0)
+    job_id = submit_index_job(rt, CollectionSpec("flaky"), [str(corpus)], progress=False)
+    with rt.sessions() as session:
+        from embedq.storage.models import Job
+
+        job = session.get_one(Job, job_id)
+        assert (job.status.value, job.done, job.total) == ("succeeded", 9, 9)
+    meta = rt.store.meta("flaky")
+    assert failed and meta is not None and meta.count == len(stored(rt, "flaky"))

@@ -87,10 +87,10 @@ whatever little it applies."""
 _caught_up: dict[str, float] = {}
 
 
-def catch_up_delay(collection: str, gap_s: float = CATCH_UP_GAP_S) -> float:
+def catch_up_delay(collection: str) -> float:
     """Seconds before this writer process may catch the collection up again (0: now)."""
     last = _caught_up.get(collection)
-    return 0.0 if last is None else max(0.0, gap_s - (time.monotonic() - last))
+    return 0.0 if last is None else max(0.0, CATCH_UP_GAP_S - (time.monotonic() - last))
 
 
 def caught_up(collection: str) -> None:

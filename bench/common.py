@@ -7,7 +7,7 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -85,10 +85,20 @@ def bench_runtime(data_dir: Path) -> Any:
 
 
 def fill_synthetic(
-    rt: Any, name: str, n: int, *, seed: int = 0, page: int = 20_000, tag: str = "syn"
+    rt: Any,
+    name: str,
+    n: int,
+    *,
+    seed: int = 0,
+    page: int = 20_000,
+    tag: str = "syn",
+    text: Callable[[int], str] | None = None,
+    meta: Callable[[int], dict[str, Any]] | None = None,
+    tokens: int = 6,
 ) -> int:
     """Create collection ``name`` (bundled model, its default windows) holding ``n`` one-window
-    documents with random unit vectors, inserted in bulk; returns the collection id. No
+    documents with random unit vectors, inserted in bulk; returns the collection id. A
+    document's text and meta come from ``text(number)`` and ``meta(number)`` when given. No
     snapshot is written: publish one with the index writer."""
     import numpy as np
     from sqlalchemy import func, insert, select, update
@@ -107,17 +117,19 @@ def fill_synthetic(
         vectors = random_unit_vectors(count, coll.dim, rng)
         docs, chunks = [], []
         for i in range(count):
-            text = f"synthetic document {tag} {start + i}"
-            digest = content_hash(None, text)
+            number = start + i
+            body = text(number) if text else f"synthetic document {tag} {number}"
+            digest = content_hash(None, body)
             seq += 1
             docs.append(
                 {
                     "id": doc_id,
                     "collection_id": coll.id,
-                    "external_id": f"{tag}-{start + i}",
-                    "text": text,
+                    "external_id": f"{tag}-{number}",
+                    "text": body,
                     "content_hash": digest,
                     "indexed_hash": digest,
+                    **({"meta": meta(number)} if meta else {}),
                 }
             )
             chunks.append(
@@ -127,8 +139,8 @@ def fill_synthetic(
                     "document_id": doc_id,
                     "window": 0,
                     "start": 0,
-                    "end": len(text),
-                    "tokens": 6,
+                    "end": len(body),
+                    "tokens": tokens,
                     "vector": vectors[i].tobytes(),
                 }
             )

@@ -15,10 +15,10 @@ from typing import Any
 
 from bench.common import (
     bench_runtime,
+    fill_synthetic,
     machine,
     mib,
     percentile,
-    random_unit_vectors,
     read_jsonl,
     scifact_dir,
 )
@@ -30,61 +30,21 @@ FILTERS: dict[str, dict[str, Any]] = {
 }
 
 
-def fill(rt: Any, name: str, n: int, page: int = 20_000) -> None:
+def fill(rt: Any, name: str, n: int) -> None:
     """``n`` one-window documents: SciFact texts (cycled), random vectors, a bucket in meta."""
-    import numpy as np
-    from sqlalchemy import func, insert, select, update
-
-    from embedq.storage.documents import content_hash
-    from embedq.storage.models import Chunk, Collection, Document, chunk_id
-    from embedq.tasks.collection_setup import CollectionSpec, ensure_collection
-
     texts = [
         f"{d.get('title', '')} {d['text']}".strip()
         for d in read_jsonl(scifact_dir() / "corpus.jsonl")
     ]
-    coll = ensure_collection(rt, CollectionSpec(name))
-    rng = np.random.default_rng(0)
-    with rt.sessions() as session:
-        doc_id = (session.scalar(select(func.max(Document.id))) or 0) + 1
-    seq = 0
-    for start in range(0, n, page):
-        count = min(page, n - start)
-        vectors = random_unit_vectors(count, coll.dim, rng)
-        docs, chunks = [], []
-        for i in range(count):
-            number = start + i
-            text = f"{texts[number % len(texts)]} (copy {number // len(texts)})"
-            digest = content_hash(None, text)
-            seq += 1
-            docs.append(
-                {
-                    "id": doc_id,
-                    "collection_id": coll.id,
-                    "external_id": f"d{number}",
-                    "text": text,
-                    "meta": {"bucket": number % 100},
-                    "content_hash": digest,
-                    "indexed_hash": digest,
-                }
-            )
-            chunks.append(
-                {
-                    "id": chunk_id(coll.id, seq),
-                    "collection_id": coll.id,
-                    "document_id": doc_id,
-                    "window": 0,
-                    "start": 0,
-                    "end": len(text),
-                    "tokens": 256,
-                    "vector": vectors[i].tobytes(),
-                }
-            )
-            doc_id += 1
-        with rt.sessions.begin() as session:
-            session.execute(insert(Document), docs)
-            session.execute(insert(Chunk), chunks)
-            session.execute(update(Collection).where(Collection.id == coll.id).values(seq=seq))
+    fill_synthetic(
+        rt,
+        name,
+        n,
+        tag="d",
+        text=lambda number: f"{texts[number % len(texts)]} (copy {number // len(texts)})",
+        meta=lambda number: {"bucket": number % 100},
+        tokens=256,
+    )
 
 
 def timed(call: Any, queries: list[str]) -> dict[str, float]:

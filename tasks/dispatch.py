@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 FEED_EVERY_S = 0.25
 CUT_AHEAD = 2
 """Batches an embedded producer hands to the cutter before it waits for the oldest."""
+FORWARD_AHEAD_TOKENS = 262_144
+"""Tokens of cut batches that may wait for the forward thread (at least one batch): enough
+that a catch-up on the forward thread does not stall the cutter."""
 CATCH_UP_EVERY_S = 1.0
 """How often an embedded job applies what it stored to the collection's indexes meanwhile."""
 
@@ -64,14 +67,18 @@ class Dispatcher(Protocol):
     def catch_up(self, collection: str) -> None:
         """Bring the collection's published index up to date, here or on the index queue."""
 
+    def task_tokens(self, model: str) -> int:
+        """Tokens an embed task of ``model`` should carry (estimated from the text's length)."""
+
 
 class InlineDispatcher:
     """Embedded default: every step runs in the calling process.
 
     While ingesting, three stages run at once: the calling thread stores records and reads
     each new batch back, a cutter thread cuts the batch into windows, a forward thread
-    embeds and writes the batch cut before (``CUT_AHEAD`` batches wait for the cutter at
-    most); elsewhere ``embed`` runs each batch to the end before returning.
+    embeds and writes the batches cut before, in order (``CUT_AHEAD`` batches wait for the
+    cutter and ``FORWARD_AHEAD_TOKENS`` tokens for the forward thread at most); elsewhere
+    ``embed`` runs each batch to the end before returning.
     """
 
     def __init__(self, rt: Runtime, background: Background | None = None) -> None:
@@ -80,7 +87,7 @@ class InlineDispatcher:
         self._cutter: ThreadPoolExecutor | None = None
         self._ahead: ThreadPoolExecutor | None = None
         self._cuts: deque[Future[None]] = deque()
-        self._running: Future[None] | None = None
+        self._forwarding: deque[tuple[Future[None], int]] = deque()
         self._collection, self._caught_up = "", 0.0
 
     def start(self, work: Work) -> None:
@@ -110,6 +117,19 @@ class InlineDispatcher:
         # One writer per process: jobs and deletions may catch up from several threads.
         with self.rt.writer_lock:
             self.rt.writer.catch_up(collection)
+
+    def task_tokens(self, model: str) -> int:
+        """``EMBEDQ_TASK_TOKENS`` when set; by default at least one forward pass of this
+        process's device (65,536 tokens on a GPU): a smaller task leaves the device part idle."""
+        settings = self.rt.settings
+        if "task_tokens" in settings.model_fields_set:
+            return settings.task_tokens
+        try:
+            forward = settings.batch_tokens or self.rt.embedder(model).batch_tokens
+        except Exception:
+            # The model cannot load: each batch fails with the reason when it is cut.
+            return settings.task_tokens
+        return max(settings.task_tokens, forward)
 
     @contextmanager
     def overlapped(self, collection: str) -> Iterator[None]:
@@ -149,8 +169,8 @@ class InlineDispatcher:
         self._cuts.append(self._cutter.submit(self._cut_and_store, read))
 
     def _cut_and_store(self, read: indexing.ReadBatch) -> None:
-        """Cut the batch; store it here, or hand it to the forward thread once the batch
-        before it is stored (one batch in its forward pass at a time)."""
+        """Cut the batch; store it here, or queue it for the forward thread (one batch in
+        its forward pass at a time, in the order cut), waiting while the queue is full."""
         try:
             cut = indexing.cut(self.rt, read)
         except Exception as exc:
@@ -159,8 +179,13 @@ class InlineDispatcher:
         if self._ahead is None:
             self._store(cut)
             return
-        self._wait()
-        self._running = self._ahead.submit(self._store, cut)
+        tokens = sum(len(w.input_ids) for ws in cut.windows for w in ws)
+        queued = sum(n for _, n in self._forwarding)
+        while self._forwarding and queued + tokens > FORWARD_AHEAD_TOKENS:
+            done, n = self._forwarding.popleft()
+            done.result()
+            queued -= n
+        self._forwarding.append((self._ahead.submit(self._store, cut), tokens))
 
     def _store(self, cut: indexing.CutBatch) -> None:
         try:
@@ -182,9 +207,8 @@ class InlineDispatcher:
         indexing.fail_batch(self.rt, batch_id, f"{type(exc).__name__}: {exc}")
 
     def _wait(self) -> None:
-        running, self._running = self._running, None
-        if running is not None:
-            running.result()
+        while self._forwarding:
+            self._forwarding.popleft()[0].result()
 
 
 class CeleryDispatcher:
@@ -227,6 +251,10 @@ class CeleryDispatcher:
 
     def catch_up(self, collection: str) -> None:
         self.broker.request_catch_up(collection)
+
+    def task_tokens(self, model: str) -> int:
+        # The workers' device is not known here: a GPU stack sets EMBEDQ_TASK_TOKENS.
+        return self.rt.settings.task_tokens
 
 
 def dispatcher_for(rt: Runtime, background: Background | None = None) -> Dispatcher:

@@ -41,6 +41,8 @@ from embedq.workers.chunking import Window
 
 log = logging.getLogger(__name__)
 CANCEL_CHECK_S = 1.0
+GROUP_TOKENS = 262_144
+"""Tokens of records a group of several batches holds at most (one transaction each)."""
 CHARS_PER_TOKEN = 4
 """English text runs at about four characters a word piece: enough to size a task before
 the worker cuts its windows."""
@@ -74,25 +76,31 @@ def ingest(
     *,
     batch_docs: int | None = None,
     group_batches: int = 1,
+    task_tokens: Callable[[str], int] | None = None,
 ) -> None:
     """Stream records into SQL in groups of ``group_batches`` batches, one transaction a
     group; the documents of a group that need embedding become batches of at most
     ``batch_docs`` documents and about ``EMBEDQ_TASK_TOKENS`` tokens (estimated from their
-    length), so that a task of short documents still carries full forward passes.
+    length; ``task_tokens`` gives the budget for the collection's model where the dispatcher
+    knows better), so that a task of short documents still carries full forward passes.
 
-    Rejected records become job errors. Nothing is held beyond one group, so corpora of any
-    size stream through in bounded memory. A source that may block between records (a pipe)
-    takes groups of one batch, so its records are handed on as they come. The job is sealed
-    at the end.
+    Rejected records become job errors. Nothing is held beyond one group (``GROUP_TOKENS``
+    at most, or one batch), so corpora of any size stream through in bounded memory. The
+    first group holds one batch, so that its embedding starts while the rest is read. A
+    source that may block between records (a pipe) takes groups of one batch, so its records
+    are handed on as they come. The job is sealed at the end.
     """
     size = batch_docs or rt.settings.batch_docs
-    budget = rt.settings.task_tokens
     with transaction(rt.sessions, write=True) as session:
         job = session.get_one(Job, job_id)
         collection_id = job.collection_id
+        model = session.scalar(select(Collection.model).where(Collection.id == collection_id))
         mark_running(session, job_id)
-    if collection_id is None:
+    if collection_id is None or model is None:
         raise BadInput(f"job {job_id} has no collection")
+    budget = rt.settings.task_tokens if task_tokens is None else task_tokens(model)
+    batches = max(1, min(group_batches, GROUP_TOKENS // budget))
+    per_group = 1
     group: list[Record] = []
     tokens = 0
     errors: list[dict[str, Any]] = []
@@ -110,11 +118,11 @@ def ingest(
         else:
             group.append(item)
             tokens += estimated_tokens(item)
-        full = len(group) >= size * group_batches or tokens >= budget * group_batches
+        full = len(group) >= size * per_group or tokens >= budget * per_group
         if full or len(errors) >= 1000:
-            _submit(rt, job_id, collection_id, group, errors, on_batch, size)
-            group, errors, tokens = [], [], 0
-    _submit(rt, job_id, collection_id, group, errors, on_batch, size)
+            _submit(rt, job_id, collection_id, group, errors, on_batch, size, budget)
+            group, errors, tokens, per_group = [], [], 0, batches
+    _submit(rt, job_id, collection_id, group, errors, on_batch, size, budget)
     with rt.sessions.begin() as session:
         seal(session, job_id)
 
@@ -132,6 +140,7 @@ def _submit(
     errors: list[dict[str, Any]],
     on_batch: Callable[[int], object],
     size: int,
+    budget: int,
 ) -> None:
     if not group and not errors:
         return
@@ -142,7 +151,7 @@ def _submit(
         pending = upsert_pending(session, collection_id, docs)
         accepted = len(weight)
         count_records(session, job_id, accepted=accepted, unchanged=accepted - len(pending))
-        runs = split_by_budget([weight[ext] for _, ext in pending], size, rt.settings.task_tokens)
+        runs = split_by_budget([weight[ext] for _, ext in pending], size, budget)
         groups = [[pending[n][0] for n in run] for run in runs]
         batch_ids = add_batches(session, job_id, groups)
     for batch_id in batch_ids:

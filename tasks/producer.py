@@ -69,9 +69,24 @@ def run_ingest(
 
             if piped:
                 size = min(rt.settings.batch_docs, PIPED_BATCH_DOCS)
-                ingest(rt, job_id, items, each, batch_docs=size, group_batches=1)
+                ingest(
+                    rt,
+                    job_id,
+                    items,
+                    each,
+                    batch_docs=size,
+                    group_batches=1,
+                    task_tokens=dispatcher.task_tokens,
+                )
             else:
-                ingest(rt, job_id, items, each, group_batches=FILE_GROUP_BATCHES)
+                ingest(
+                    rt,
+                    job_id,
+                    items,
+                    each,
+                    group_batches=FILE_GROUP_BATCHES,
+                    task_tokens=dispatcher.task_tokens,
+                )
     except (CorpusError, BadInput) as exc:
         with transaction(rt.sessions) as session:
             fail_job(session, job_id, str(exc))
@@ -117,14 +132,22 @@ def submit_index_job(
     return job_id
 
 
-def follow(rt: Runtime, job_id: str, *, progress: bool = True, interval: float = 0.5) -> Job:
+FIRST_POLL_S = 0.02
+"""The first wait between polls of a followed job; each next wait is half as long again, up
+to the caller's interval, so a short job is seen finished within a few hundredths of a
+second and a long one costs a read every ``interval``."""
+
+
+def follow(rt: Runtime, job_id: str, *, progress: bool = True, interval: float = 0.25) -> Job:
     """Poll the job until it has finished, with a progress bar; returns the final row."""
     bar = JobBar(f"job {job_id[:8]}", enabled=progress)
+    wait = min(FIRST_POLL_S, interval)
     try:
         while True:
             job = _show(rt, job_id, bar)
             if job.status.finished:
                 return job
-            time.sleep(interval)
+            time.sleep(wait)
+            wait = min(wait * 1.5, interval)
     finally:
         bar.close()

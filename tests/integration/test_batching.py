@@ -4,8 +4,10 @@ the embedded default (SQLite): sentences travel many to a task, long documents f
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from embedq.storage.models import JobBatch
@@ -40,3 +42,78 @@ def test_batches_close_at_the_document_cap_or_the_token_budget(tmp_path: Path) -
     assert [b.size for b in batches] == [50, 50, 22, 2, 2, 2, 2]
     ids = [i for b in batches for i in b.document_ids]
     assert len(ids) == len(set(ids)) == 130
+
+
+def test_an_embedded_task_holds_at_least_one_forward_pass_unless_its_size_is_set(
+    tmp_path: Path,
+) -> None:
+    from embedq.tasks.dispatch import InlineDispatcher
+
+    model = "default"
+    # A device whose forward pass is larger than the default task (as a GPU's 65,536
+    # tokens): the default task grows to one pass.
+    gpu_like = Runtime(Settings(data_dir=tmp_path / "a", batch_tokens=65_536))
+    assert InlineDispatcher(gpu_like).task_tokens(model) == 65_536
+    # A CPU's pass (4,096 tokens) is smaller than the default task: the default stands.
+    cpu = Runtime(Settings(data_dir=tmp_path / "b", device="cpu"))
+    assert InlineDispatcher(cpu).task_tokens(model) == cpu.settings.task_tokens == 16_384
+    # A size the operator set is kept, even below one pass.
+    chosen = Runtime(Settings(data_dir=tmp_path / "c", task_tokens=1_000, batch_tokens=65_536))
+    assert InlineDispatcher(chosen).task_tokens(model) == 1_000
+
+
+def test_ingest_sizes_tasks_by_the_budget_the_dispatcher_gives_for_the_collections_model(
+    tmp_path: Path,
+) -> None:
+    rows = [{"id": f"s{n}", "text": f"Sentence number {n:03d} is short here."} for n in range(120)]
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rt = Runtime(Settings(data_dir=tmp_path / "data", batch_docs=50, task_tokens=256))
+    ensure_ready(rt.sessions.kw["bind"])
+    coll = ensure_collection(rt, CollectionSpec("b"))
+    job_id = start_index_job(rt, coll, {})
+    asked: list[str] = []
+
+    def budget(model: str) -> int:
+        asked.append(model)
+        return 10_000_000
+
+    ingest(rt, job_id, read_corpus([str(corpus)]), lambda _: None, task_tokens=budget)
+    with rt.sessions() as session:
+        sizes = session.scalars(
+            select(JobBatch.size).where(JobBatch.job_id == job_id).order_by(JobBatch.id)
+        ).all()
+    assert asked == [coll.model]
+    # The settings' 256 tokens would close a task every 18 sentences; the budget given
+    # leaves only the document cap.
+    assert list(sizes) == [50, 50, 20]
+
+
+def test_the_first_group_is_one_batch_and_later_groups_stop_at_the_group_token_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embedq.storage.readers import Record
+    from embedq.tasks import indexing
+
+    monkeypatch.setattr(indexing, "GROUP_TOKENS", 3_000)  # three batches of 1,000 tokens
+    rt = Runtime(Settings(data_dir=tmp_path / "data", task_tokens=1_000))
+    ensure_ready(rt.sessions.kw["bind"])
+    job_id = start_index_job(rt, ensure_collection(rt, CollectionSpec("g")), {})
+    read = 0
+
+    def records() -> Iterator[Record]:
+        nonlocal read
+        for n in range(20):
+            read += 1
+            yield Record(f"l{n}", "word " * 480, None, None, "c.jsonl", n + 1)  # 602 tokens
+
+    handed_after: list[int] = []
+    ingest(rt, job_id, records(), lambda _: handed_after.append(read), group_batches=16)
+    with rt.sessions() as session:
+        sizes = session.scalars(
+            select(JobBatch.size).where(JobBatch.job_id == job_id).order_by(JobBatch.id)
+        ).all()
+    # The first batch (two documents pass 1,000 tokens) is handed on as soon as it is read;
+    # then groups of 3,000 tokens (five documents, three batches) instead of sixteen batches.
+    assert handed_after == [2, 7, 7, 7, 12, 12, 12, 17, 17, 17, 20, 20]
+    assert list(sizes) == [2, 2, 2, 1, 2, 2, 1, 2, 2, 1, 2, 1]

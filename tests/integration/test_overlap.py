@@ -149,3 +149,40 @@ def test_a_failed_catch_up_during_the_job_leaves_the_job_and_its_end_intact(
         assert (job.status.value, job.done, job.total) == ("succeeded", 9, 9)
     meta = rt.store.meta("flaky")
     assert failed and meta is not None and meta.count == len(stored(rt, "flaky"))
+
+
+def test_the_cutter_goes_on_while_the_forward_thread_is_busy(
+    rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = write_jsonl(tmp_path / "c.jsonl", DOCS)
+    cuts: list[int] = []
+    seen_at_first_store: list[int] = []
+    cut_done = threading.Condition()
+    cut_read, store_batch = indexing.cut, indexing.store_batch
+
+    def cut(runtime: Runtime, read: Any) -> Any:
+        out = cut_read(runtime, read)
+        with cut_done:
+            cuts.append(read.batch_id)
+            cut_done.notify_all()
+        return out
+
+    def store(runtime: Runtime, batch: Any) -> int:
+        # The first batch's forward pass (or a catch-up after it) takes long: the batches
+        # after it are cut meanwhile and wait for the forward thread, in order.
+        if not seen_at_first_store:
+            with cut_done:
+                cut_done.wait_for(lambda: len(cuts) == 3, timeout=30)
+                seen_at_first_store.append(len(cuts))
+        return store_batch(runtime, batch)
+
+    monkeypatch.setattr(indexing, "cut", cut)
+    monkeypatch.setattr(indexing, "store_batch", store)
+    job_id = submit_index_job(rt, CollectionSpec("queued"), [str(corpus)], progress=False)
+    assert seen_at_first_store == [3]
+    with rt.sessions() as session:
+        from embedq.storage.models import Job
+
+        job = session.get_one(Job, job_id)
+        assert (job.status.value, job.done, job.total) == ("succeeded", 9, 9)
+    assert len(stored(rt, "queued")) >= 9

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -20,9 +23,12 @@ from embedq.api.output import quiet_on_closed_pipe
 from embedq.api.search_cli import add_search_options
 from embedq.tasks.errors import translate
 from embedq.tasks.logs import configure_logging
+from embedq.tasks.runtime import close_runtime
 from embedq.tasks.settings import get_settings
 
 log = logging.getLogger("embedq")
+LONG_RUNNING = frozenset({"worker", "api", "flower"})
+"""Commands that run until stopped: they leave through the interpreter's ordinary exit."""
 
 
 def _add_index(sub: Any) -> None:
@@ -236,13 +242,42 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+def run() -> NoReturn:
+    """The ``embedq`` command: ``main``, then ``leave``."""
+    leave(main())
+
+
+def leave(code: int) -> NoReturn:
+    """Exit with ``code`` without the interpreter's teardown, which frees every loaded module
+    one by one: a quarter of a second of a short command's life (``embedq index --wait`` of
+    one document: 1.0 s → 0.75 s). The command's work is done by now (files closed,
+    transactions committed, messages sent); the streams are flushed, the exit handlers run
+    and the database connections closed first. A command that still has threads running, or
+    one that runs until stopped, exits the ordinary way."""
+    busy = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if busy or _command in LONG_RUNNING:
+        sys.exit(code)
+    close_runtime()
+    for stream in (sys.stdout, sys.stderr):
+        # A reader that went away (``| head``) has been answered already.
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    atexit._run_exitfuncs()  # logging's flush among them
+    os._exit(code)
+
+
+_command: str | None = None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    global _command
     parser = build_parser()
     if "_ARGCOMPLETE" in os.environ:  # a shell asking for completions: answer, then exit
         import argcomplete
 
         argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
+    _command = args.command
     try:
         settings = get_settings()
     except ValidationError as exc:
@@ -267,4 +302,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -6,17 +6,23 @@ from typing import Any
 
 from celery import Celery, bootsteps, signals
 from kombu import Exchange, Queue
+from pydantic import ValidationError
 
 from embedq.tasks.logs import configure_logging
 from embedq.tasks.names import DEFAULT_QUEUE, QUEUES, TASK_QUEUES
-from embedq.tasks.settings import get_settings
+from embedq.tasks.settings import Settings, get_settings
 
 # Longer than the longest task, or Redis hands an unacknowledged task to a second worker.
 VISIBILITY_TIMEOUT = 6 * 3600
 
 
 def make_app() -> Celery:
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError:
+        # Made at import: a bad setting must reach the command line's own check, which
+        # names it (``embedq: error: bad setting: ...``), not end the import in a traceback.
+        settings = Settings.model_construct()
     app = Celery("embedq", include=["embedq.tasks.definitions", "embedq.tasks.callback_task"])
     exchange = Exchange("embedq", type="direct")
     app.conf.update(

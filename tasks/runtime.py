@@ -101,3 +101,11 @@ def get_runtime() -> Runtime:
         if _runtime is None:
             _runtime = Runtime(get_settings())
         return _runtime
+
+
+def close_runtime() -> None:
+    """Close the process runtime's database connections, if it opened any (a command that
+    leaves without the interpreter's teardown says goodbye to the server first)."""
+    with _runtime_lock:
+        if _runtime is not None and "sessions" in _runtime.__dict__:
+            _runtime.sessions.kw["bind"].dispose()

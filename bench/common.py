@@ -49,17 +49,27 @@ def embedq(env: dict[str, str], *args: str) -> str:
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
+    cpu, flags = platform.processor() or platform.machine(), "flags unknown"
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
+        lines = []
+    for line in lines:
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+        elif line.startswith("flags"):
+            # The features a forward pass or the tokenizer can use: figures compare only
+            # between machines that share them.
+            wanted = ("avx", "amx", "fma", "vnni", "bf16", "f16c")
+            found = [f for f in line.split(":", 1)[1].split() if f.startswith(wanted)]
+            flags = "flags " + " ".join(sorted(found))
+            break
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     threads = torch.get_num_threads()
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads), {gpu}"
+    return (
+        f"{cpu}, {os.cpu_count()} cores ({flags}), torch {torch.__version__} "
+        f"({threads} threads), {gpu}"
+    )
 
 
 # --------------------------------------------------------------- synthetic collections, RSS

@@ -13,6 +13,9 @@ the baseline, measured in the same run. Ratio 1.0: nothing but tokenising costs 
   writer, and ``embedq index --wait`` as a command, timed end to end (process start
   included; the fixed cost of one command, measured on one document, is shown apart).
 
+Both run with a GPU's task size (``--task-tokens``, 65,536: one CUDA forward pass, as in
+``docker-compose.yml``) and the distributed worker with a GPU's two embed threads.
+
     python -m bench pipeline                 # SciFact, 5,183 documents, both back ends
 """
 
@@ -27,6 +30,7 @@ from pathlib import Path
 from bench.common import cli_env, embedq, machine, read_jsonl, scifact_dir
 from bench.throughput import _indexed_tokens as stored_tokens
 from embedq.tasks.worker_pool import GPU_EMBED_THREADS
+from embedq.workers.encoding import GPU_BATCH_TOKENS
 
 
 def corpus_file(folder: Path, docs: int | None) -> tuple[Path, list[str]]:
@@ -57,7 +61,7 @@ def bare_tokenizer(texts: list[str]) -> float:
     return best
 
 
-def embedded(folder: Path, corpus: Path) -> tuple[float, int]:
+def embedded(folder: Path, corpus: Path, task_tokens: int) -> tuple[float, int]:
     """In this process: seconds of ``submit_index_job`` with the model loaded, tokens stored."""
     from bench import null_encoder
 
@@ -69,7 +73,9 @@ def embedded(folder: Path, corpus: Path) -> tuple[float, int]:
     from embedq.tasks.settings import Settings
 
     env = cli_env(folder / "sqlite")
-    rt = Runtime(Settings(data_dir=Path(env["EMBEDQ_DATA_DIR"]), device="cpu"))
+    rt = Runtime(
+        Settings(data_dir=Path(env["EMBEDQ_DATA_DIR"]), device="cpu", task_tokens=task_tokens)
+    )
     ensure_ready(rt.sessions.kw["bind"])
     coll = ensure_collection(rt, CollectionSpec("pipe"))
     rt.embedder(coll.model).chunker()  # model and tokenizer loaded before the clock starts
@@ -78,8 +84,11 @@ def embedded(folder: Path, corpus: Path) -> tuple[float, int]:
     return time.perf_counter() - started, stored_tokens(env, "pipe")
 
 
-def distributed(folder: Path, corpus: Path, threads: int) -> tuple[float, float, int]:
-    """Seconds of ``embedq index --wait`` on the stack, its fixed cost, tokens stored."""
+def distributed(
+    folder: Path, corpus: Path, threads: int, task_tokens: int
+) -> tuple[float, float, int, float]:
+    """Seconds of ``embedq index --wait`` on the stack, its fixed cost, tokens stored, and
+    the seconds from the job's first task to its end (the workers' own span)."""
     from bench.stack import distributed as stack
 
     with stack(
@@ -87,6 +96,7 @@ def distributed(folder: Path, corpus: Path, threads: int) -> tuple[float, float,
         embed_module="bench.null_encoder",
         EMBEDQ_DEVICE="cpu",
         EMBEDQ_EMBED_THREADS=str(threads),
+        EMBEDQ_TASK_TOKENS=str(task_tokens),
     ) as env:
         one = corpus.with_name("one.jsonl")
         one.write_text(corpus.read_text(encoding="utf-8").splitlines(True)[0])
@@ -96,7 +106,29 @@ def distributed(folder: Path, corpus: Path, threads: int) -> tuple[float, float,
         fixed = time.perf_counter() - started
         started = time.perf_counter()
         embedq(env, "index", str(corpus), "-c", "pipe", "-q", "--wait")
-        return time.perf_counter() - started, fixed, stored_tokens(env, "pipe")
+        secs = time.perf_counter() - started
+        return secs, fixed, stored_tokens(env, "pipe"), workers_span(env, "pipe")
+
+
+def workers_span(env: dict[str, str], collection: str) -> float:
+    """Seconds from the first task a worker began to the job's end, from SQL's clocks."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(env["EMBEDQ_DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            span = conn.execute(
+                text(
+                    "SELECT EXTRACT(EPOCH FROM j.finished_at - MIN(b.started_at)) FROM jobs j "
+                    "JOIN collections c ON c.id = j.collection_id "
+                    "JOIN job_batches b ON b.job_id = j.id "
+                    "WHERE c.name = :name GROUP BY j.id, j.finished_at"
+                ),
+                {"name": collection},
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    return float(span)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,21 +141,38 @@ def main(argv: list[str] | None = None) -> None:
         default=GPU_EMBED_THREADS,
         help=f"embed tasks the worker runs at once (default {GPU_EMBED_THREADS}, as on a GPU)",
     )
+    parser.add_argument(
+        "--task-tokens",
+        type=int,
+        default=GPU_BATCH_TOKENS,
+        help=f"tokens per embed task (default {GPU_BATCH_TOKENS}, one forward pass on a GPU)",
+    )
     args = parser.parse_args(argv)
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         corpus, texts = corpus_file(folder, args.docs)
         bare_s = bare_tokenizer(texts)
-        rows = [("sqlite, in process", *embedded(folder, corpus), 0.0)]
+        rows = [("sqlite, in process", *embedded(folder, corpus, args.task_tokens), 0.0)]
+        span = 0.0
         if not args.no_distributed:
-            secs, fixed, tokens = distributed(folder, corpus, args.embed_threads)
+            secs, fixed, tokens, span = distributed(
+                folder, corpus, args.embed_threads, args.task_tokens
+            )
             rows.append((f"postgresql + celery ({args.embed_threads}t)", secs, tokens, fixed))
     tokens = rows[0][2]
-    print(f"documents: {len(texts)}, tokens stored (windows): {tokens}")
+    print(
+        f"documents: {len(texts)}, tokens stored (windows): {tokens}, "
+        f"{args.task_tokens} tokens a task"
+    )
     print(f"{'bare tokenizer':>22}: {tokens / bare_s:9.0f} tokens/s ({bare_s:.2f} s)")
     for name, secs, toks, fixed in rows:
         line = f"{name:>22}: {toks / secs:9.0f} tokens/s ({secs:.2f} s)  ratio {bare_s / secs:.3f}"
         if fixed:
             line += f"  without the fixed cost ({fixed:.1f} s): {bare_s / (secs - fixed):.3f}"
         print(line, flush=True)
+    if span:
+        print(
+            f"{'workers, first task to end':>22}: {tokens / span:9.0f} tokens/s ({span:.2f} s)  "
+            f"ratio {bare_s / span:.3f}"
+        )

@@ -29,6 +29,8 @@ from embedq.tasks.settings import get_settings
 log = logging.getLogger("embedq")
 LONG_RUNNING = frozenset({"worker", "api", "flower"})
 """Commands that run until stopped: they leave through the interpreter's ordinary exit."""
+_command: str | None = None
+"""The command ``main`` ran last (``leave`` decides by it)."""
 
 
 def _add_index(sub: Any) -> None:
@@ -264,9 +266,6 @@ def leave(code: int) -> NoReturn:
             stream.flush()
     atexit._run_exitfuncs()  # logging's flush among them
     os._exit(code)
-
-
-_command: str | None = None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -99,7 +99,8 @@ def ingest(
     if collection_id is None or model is None:
         raise BadInput(f"job {job_id} has no collection")
     budget = rt.settings.task_tokens if task_tokens is None else task_tokens(model)
-    batches = max(1, min(group_batches, GROUP_TOKENS // budget))
+    # Batches a group holds: one in the first, so that embedding starts at once.
+    later_batches = max(1, min(group_batches, GROUP_TOKENS // budget))
     per_group = 1
     group: list[Record] = []
     tokens = 0
@@ -121,7 +122,7 @@ def ingest(
         full = len(group) >= size * per_group or tokens >= budget * per_group
         if full or len(errors) >= 1000:
             _submit(rt, job_id, collection_id, group, errors, on_batch, size, budget)
-            group, errors, tokens, per_group = [], [], 0, batches
+            group, errors, tokens, per_group = [], [], 0, later_batches
     _submit(rt, job_id, collection_id, group, errors, on_batch, size, budget)
     with rt.sessions.begin() as session:
         seal(session, job_id)

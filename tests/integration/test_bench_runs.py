@@ -27,7 +27,8 @@ def test_pipeline_benchmark_runs_on_both_back_ends(shared_data: Path) -> None:
     out = bench("pipeline", "--docs", "40")
     assert "bare tokenizer" in out
     assert "sqlite, in process" in out and "postgresql + celery" in out
-    assert out.count("ratio") == 2
+    assert "workers, first task to end" in out and "65536 tokens a task" in out
+    assert out.count("ratio") == 3
 
 
 @pytest.mark.timeout(600)

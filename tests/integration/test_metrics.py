@@ -140,8 +140,11 @@ def test_worker_and_api_metrics_parse_and_count_a_job(stack: Stack) -> None:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/plain")
         found = samples(r.text)
-        # The index writer publishes a moment after the job's last batch.
-        return found if value(found, "embedq_collection_indexed", collection="watched") else None
+        # The index writer publishes a moment after the job's last batch, and may publish a
+        # snapshot of part of it first: wait for the one that holds every chunk.
+        indexed = value(found, "embedq_collection_indexed", collection="watched")
+        chunks = value(found, "embedq_collection_chunks", collection="watched")
+        return found if indexed and indexed == chunks else None
 
     api = wait_until(api_metrics, 120, "the published index to show in /metrics")
     assert isinstance(api, dict)

@@ -46,6 +46,22 @@ def embedq(env: dict[str, str], *args: str) -> str:
     return proc.stdout
 
 
+def scalar(env: dict[str, str], sql: str, **params: Any) -> Any:
+    """One value from the database a benchmark's ``env`` points at (SQLite in its data
+    folder unless ``EMBEDQ_DATABASE_URL`` is set)."""
+    from sqlalchemy import create_engine, text
+
+    from embedq.tasks.settings import Settings
+
+    url = env.get("EMBEDQ_DATABASE_URL") or Settings(data_dir=Path(env["EMBEDQ_DATA_DIR"])).db_url
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(sql), params).scalar_one()
+    finally:
+        engine.dispose()
+
+
 def machine() -> str:
     import torch
 

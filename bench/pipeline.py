@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import cli_env, embedq, machine, read_jsonl, scifact_dir
+from bench.common import cli_env, embedq, machine, read_jsonl, scalar, scifact_dir
 from bench.throughput import _indexed_tokens as stored_tokens
 from embedq.tasks.worker_pool import GPU_EMBED_THREADS
 from embedq.workers.encoding import GPU_BATCH_TOKENS
@@ -112,23 +112,12 @@ def distributed(
 
 def workers_span(env: dict[str, str], collection: str) -> float:
     """Seconds from the first task a worker began to the job's end, from SQL's clocks."""
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(env["EMBEDQ_DATABASE_URL"])
-    try:
-        with engine.connect() as conn:
-            span = conn.execute(
-                text(
-                    "SELECT EXTRACT(EPOCH FROM j.finished_at - MIN(b.started_at)) FROM jobs j "
-                    "JOIN collections c ON c.id = j.collection_id "
-                    "JOIN job_batches b ON b.job_id = j.id "
-                    "WHERE c.name = :name GROUP BY j.id, j.finished_at"
-                ),
-                {"name": collection},
-            ).scalar_one()
-    finally:
-        engine.dispose()
-    return float(span)
+    sql = (
+        "SELECT EXTRACT(EPOCH FROM j.finished_at - MIN(b.started_at)) FROM jobs j "
+        "JOIN collections c ON c.id = j.collection_id JOIN job_batches b ON b.job_id = j.id "
+        "WHERE c.name = :name GROUP BY j.id, j.finished_at"
+    )
+    return float(scalar(env, sql, name=collection))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import cli_env, embedq, machine, read_jsonl, scifact_dir
+from bench.common import cli_env, embedq, machine, read_jsonl, scalar, scifact_dir
 
 
 def window_texts(texts: list[str]) -> list[str]:
@@ -53,22 +53,11 @@ def baseline(windows: list[str], device: str = "cpu") -> tuple[float, int]:
 
 
 def _indexed_tokens(env: dict[str, str], collection: str) -> int:
-    from sqlalchemy import create_engine, text
-
-    from embedq.tasks.settings import Settings
-
-    url = env.get("EMBEDQ_DATABASE_URL") or Settings(data_dir=Path(env["EMBEDQ_DATA_DIR"])).db_url
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        tokens = conn.execute(
-            text(
-                "SELECT SUM(tokens) FROM chunks JOIN collections c ON c.id = chunks.collection_id "
-                "WHERE c.name = :name"
-            ),
-            {"name": collection},
-        ).scalar_one()
-    engine.dispose()
-    return int(tokens)
+    sql = (
+        "SELECT SUM(tokens) FROM chunks JOIN collections c ON c.id = chunks.collection_id "
+        "WHERE c.name = :name"
+    )
+    return int(scalar(env, sql, name=collection))
 
 
 def timed_index(env: dict[str, str], corpus: Path, *extra: str) -> tuple[float, int, float]:

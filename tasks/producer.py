@@ -67,26 +67,15 @@ def run_ingest(
                 if after_batch is not None:
                     after_batch()
 
-            if piped:
-                size = min(rt.settings.batch_docs, PIPED_BATCH_DOCS)
-                ingest(
-                    rt,
-                    job_id,
-                    items,
-                    each,
-                    batch_docs=size,
-                    group_batches=1,
-                    task_tokens=dispatcher.task_tokens,
-                )
-            else:
-                ingest(
-                    rt,
-                    job_id,
-                    items,
-                    each,
-                    group_batches=FILE_GROUP_BATCHES,
-                    task_tokens=dispatcher.task_tokens,
-                )
+            ingest(
+                rt,
+                job_id,
+                items,
+                each,
+                batch_docs=min(rt.settings.batch_docs, PIPED_BATCH_DOCS) if piped else None,
+                group_batches=1 if piped else FILE_GROUP_BATCHES,
+                task_tokens=dispatcher.task_tokens,
+            )
     except (CorpusError, BadInput) as exc:
         with transaction(rt.sessions) as session:
             fail_job(session, job_id, str(exc))

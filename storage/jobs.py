@@ -453,7 +453,18 @@ def complete_job(session: Session, job_id: str, result: dict[str, Any]) -> bool:
 
 
 def cancel_job(session: Session, job_id: str) -> bool:
-    """Cancel an unfinished job: its pending batches are settled unrun; False if finished."""
+    """Cancel an unfinished job: its pending batches are settled unrun; False if finished.
+
+    Batches before the job: a worker settles a batch in that order (its batch row, then the
+    job's counts), so a cancel never holds the job's row while waiting on a batch's. With the
+    opposite order the two wait on each other and PostgreSQL aborts one of them.
+    """
+    active = select(Job.id).where(Job.id == job_id, Job.status.in_(ACTIVE))
+    session.execute(
+        update(JobBatch)
+        .where(JobBatch.job_id.in_(active), JobBatch.state == BatchState.pending)
+        .values(state=BatchState.failed, error="cancelled")
+    )
     changed = _rowcount(
         session.execute(
             update(Job)
@@ -461,12 +472,6 @@ def cancel_job(session: Session, job_id: str) -> bool:
             .values(status=JobStatus.cancelled, error="cancelled", finished_at=utcnow())
         )
     )
-    if changed:
-        session.execute(
-            update(JobBatch)
-            .where(JobBatch.job_id == job_id, JobBatch.state == BatchState.pending)
-            .values(state=BatchState.failed, error="cancelled")
-        )
     return bool(changed)
 
 

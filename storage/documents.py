@@ -51,9 +51,9 @@ def upsert_documents(
 
 def upsert_pending(
     session: Session, collection_id: int, docs: Sequence[NewDocument]
-) -> list[tuple[int, str]]:
-    """``upsert_documents``, giving each document that needs embedding as (id, external id),
-    in id order."""
+) -> list[tuple[int, str, str]]:
+    """``upsert_documents``, giving each document that needs embedding as (id, external id,
+    content hash), in id order."""
     latest = {d.external_id: d for d in docs}
     if not latest:
         return []
@@ -69,7 +69,9 @@ def upsert_pending(
         for d in latest.values()
     ]
     result = session.execute(_upsert(session.get_bind().dialect.name), rows).all()
-    return sorted((r.id, r.external_id) for r in result if r.indexed_hash != r.content_hash)
+    return sorted(
+        (r.id, r.external_id, r.content_hash) for r in result if r.indexed_hash != r.content_hash
+    )
 
 
 @functools.cache

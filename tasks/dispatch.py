@@ -57,9 +57,9 @@ class Dispatcher(Protocol):
 
     def ingesting(
         self, job_id: str, collection: str
-    ) -> AbstractContextManager[Callable[[int], object]]:
-        """While a producer ingests: what to do with each new batch id. Leaving the block
-        normally means everything was ingested."""
+    ) -> AbstractContextManager[Callable[[indexing.PendingBatch], object]]:
+        """While a producer ingests: what to do with each new batch (its documents as just
+        stored). Leaving the block normally means everything was ingested."""
 
     def feed(self, job_id: str) -> int:
         """Hand on the job's batches not yet handed on (within its window); how many."""
@@ -74,11 +74,11 @@ class Dispatcher(Protocol):
 class InlineDispatcher:
     """Embedded default: every step runs in the calling process.
 
-    While ingesting, three stages run at once: the calling thread stores records and reads
-    each new batch back, a cutter thread cuts the batch into windows, a forward thread
-    embeds and writes the batches cut before, in order (``CUT_AHEAD`` batches wait for the
-    cutter and ``FORWARD_AHEAD_TOKENS`` tokens for the forward thread at most); elsewhere
-    ``embed`` runs each batch to the end before returning.
+    While ingesting, three stages run at once: the calling thread stores records and hands
+    each new batch on with its documents, a cutter thread cuts the batch into windows, a
+    forward thread embeds and writes the batches cut before, in order (``CUT_AHEAD``
+    batches wait for the cutter and ``FORWARD_AHEAD_TOKENS`` tokens for the forward thread
+    at most); elsewhere ``embed`` reads each batch and runs it to the end before returning.
     """
 
     def __init__(self, rt: Runtime, background: Background | None = None) -> None:
@@ -97,9 +97,11 @@ class InlineDispatcher:
             self.background.submit(self.rt, work.job_id, work.here)
 
     @contextmanager
-    def ingesting(self, job_id: str, collection: str) -> Iterator[Callable[[int], object]]:
+    def ingesting(
+        self, job_id: str, collection: str
+    ) -> Iterator[Callable[[indexing.PendingBatch], object]]:
         with self.overlapped(collection):
-            yield self.embed
+            yield self.take
         self.catch_up(collection)
 
     def feed(self, job_id: str) -> int:
@@ -154,13 +156,18 @@ class InlineDispatcher:
                 self._cuts.clear()
 
     def embed(self, batch_id: int) -> None:
+        """Read a pending batch from SQL and embed it (``take``)."""
         try:
             read = indexing.read_batch(self.rt, batch_id)
         except Exception as exc:
             self._failed(batch_id, exc)
             return
-        if read is None:
-            return
+        if read is not None:
+            self.take(read)
+
+    def take(self, read: indexing.PendingBatch) -> None:
+        """Embed a pending batch: here, or on the cutter and forward threads while a
+        producer ingests."""
         if self._cutter is None:
             self._cut_and_store(read)
             return
@@ -168,7 +175,7 @@ class InlineDispatcher:
             self._cuts.popleft().result()
         self._cuts.append(self._cutter.submit(self._cut_and_store, read))
 
-    def _cut_and_store(self, read: indexing.ReadBatch) -> None:
+    def _cut_and_store(self, read: indexing.PendingBatch) -> None:
         """Cut the batch; store it here, or queue it for the forward thread (one batch in
         its forward pass at a time, in the order cut), waiting while the queue is full."""
         try:
@@ -231,13 +238,15 @@ class CeleryDispatcher:
             raise Unavailable(f"cannot queue the job: {exc}") from exc
 
     @contextmanager
-    def ingesting(self, job_id: str, collection: str) -> Iterator[Callable[[int], object]]:
+    def ingesting(
+        self, job_id: str, collection: str
+    ) -> Iterator[Callable[[indexing.PendingBatch], object]]:
         # Workers keep a full window full (each settled batch hands on the next); the
         # producer tops it up at most every FEED_EVERY_S while it ingests, and once at the
         # end, instead of asking SQL after every batch.
         last = -FEED_EVERY_S
 
-        def each(_batch_id: int) -> None:
+        def each(_batch: indexing.PendingBatch) -> None:
             nonlocal last
             if time.monotonic() - last >= FEED_EVERY_S:
                 self.feed(job_id)

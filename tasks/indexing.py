@@ -2,7 +2,8 @@
 both call these.
 
 Flow: a producer (``embedq.tasks.producer``) creates the job, ``ingest`` streams records into SQL
-(one batch row per group, each handed to ``on_batch``) and seals the job; then
+(one batch row per group, each handed to ``on_batch`` with the documents it holds) and seals
+the job; then
 ``embed_batch`` per batch, the index writer's catch-up, ``finish``. Every step is
 idempotent, so a redelivered task does no harm.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select
@@ -72,7 +73,7 @@ def ingest(
     rt: Runtime,
     job_id: str,
     items: Iterable[Record | Rejected],
-    on_batch: Callable[[int], object],
+    on_batch: Callable[[PendingBatch], object],
     *,
     batch_docs: int | None = None,
     group_batches: int = 1,
@@ -84,6 +85,8 @@ def ingest(
     length; ``task_tokens`` gives the budget for the collection's model where the dispatcher
     knows better), so that a task of short documents still carries full forward passes.
 
+    Each new batch goes to ``on_batch`` with its documents as just stored (a dispatcher that
+    embeds here cuts them without reading them back; one that queues uses the id).
     Rejected records become job errors. Nothing is held beyond one group (``GROUP_TOKENS``
     at most, or one batch), so corpora of any size stream through in bounded memory. The
     first group holds one batch, so that its embedding starts while the rest is read. A
@@ -93,12 +96,16 @@ def ingest(
     size = batch_docs or rt.settings.batch_docs
     with transaction(rt.sessions, write=True) as session:
         job = session.get_one(Job, job_id)
-        collection_id = job.collection_id
-        model = session.scalar(select(Collection.model).where(Collection.id == collection_id))
+        coll = session.execute(
+            select(
+                Collection.id, Collection.model, Collection.chunk_tokens, Collection.overlap
+            ).where(Collection.id == job.collection_id)
+        ).one_or_none()
         mark_running(session, job_id)
-    if collection_id is None or model is None:
+    if coll is None:
         raise BadInput(f"job {job_id} has no collection")
-    budget = rt.settings.task_tokens if task_tokens is None else task_tokens(model)
+    target = PendingBatch(0, coll.id, coll.model, coll.chunk_tokens, coll.overlap, [])
+    budget = rt.settings.task_tokens if task_tokens is None else task_tokens(coll.model)
     # Batches a group holds: one in the first, so that embedding starts at once.
     later_batches = max(1, min(group_batches, GROUP_TOKENS // budget))
     per_group = 1
@@ -121,9 +128,9 @@ def ingest(
             tokens += estimated_tokens(item)
         full = len(group) >= size * per_group or tokens >= budget * per_group
         if full or len(errors) >= 1000:
-            _submit(rt, job_id, collection_id, group, errors, on_batch, size, budget)
+            _submit(rt, job_id, target, group, errors, on_batch, size, budget)
             group, errors, tokens, per_group = [], [], 0, later_batches
-    _submit(rt, job_id, collection_id, group, errors, on_batch, size, budget)
+    _submit(rt, job_id, target, group, errors, on_batch, size, budget)
     with rt.sessions.begin() as session:
         seal(session, job_id)
 
@@ -136,27 +143,27 @@ def _cancelled(rt: Runtime, job_id: str) -> bool:
 def _submit(
     rt: Runtime,
     job_id: str,
-    collection_id: int,
+    target: PendingBatch,
     group: list[Record],
     errors: list[dict[str, Any]],
-    on_batch: Callable[[int], object],
+    on_batch: Callable[[PendingBatch], object],
     size: int,
     budget: int,
 ) -> None:
     if not group and not errors:
         return
-    docs = [NewDocument(r.id, r.text, r.title, r.meta) for r in group]
-    weight = {r.id: estimated_tokens(r) for r in group}
+    latest = {r.id: r for r in group}  # within a group the last occurrence of an id wins
+    docs = [NewDocument(r.id, r.text, r.title, r.meta) for r in latest.values()]
     with rt.sessions.begin() as session:
         add_errors(session, job_id, errors)
-        pending = upsert_pending(session, collection_id, docs)
-        accepted = len(weight)
-        count_records(session, job_id, accepted=accepted, unchanged=accepted - len(pending))
-        runs = split_by_budget([weight[ext] for _, ext in pending], size, budget)
-        groups = [[pending[n][0] for n in run] for run in runs]
-        batch_ids = add_batches(session, job_id, groups)
-    for batch_id in batch_ids:
-        on_batch(batch_id)
+        pending = upsert_pending(session, target.collection_id, docs)
+        count_records(session, job_id, accepted=len(latest), unchanged=len(latest) - len(pending))
+        weights = [estimated_tokens(latest[ext]) for _, ext, _ in pending]
+        groups = [[pending[n] for n in run] for run in split_by_budget(weights, size, budget)]
+        batch_ids = add_batches(session, job_id, [[row[0] for row in g] for g in groups])
+    for batch_id, rows in zip(batch_ids, groups, strict=True):
+        texts = [(doc_id, latest[ext].title, latest[ext].text, h) for doc_id, ext, h in rows]
+        on_batch(replace(target, batch_id=batch_id, docs=texts))
 
 
 def embed_batch(rt: Runtime, batch_id: int) -> int:
@@ -177,8 +184,9 @@ class CutBatch:
 
 
 @dataclass(slots=True)
-class ReadBatch:
-    """A pending batch's documents as read from SQL, with its collection's window settings."""
+class PendingBatch:
+    """A pending batch's documents that need embedding, with its collection's window
+    settings: read from SQL, or as the producer has just stored them."""
 
     batch_id: int
     collection_id: int
@@ -188,7 +196,7 @@ class ReadBatch:
     docs: list[tuple[int, str | None, str, str]]  # (document id, title, text, content hash)
 
 
-def read_batch(rt: Runtime, batch_id: int) -> ReadBatch | None:
+def read_batch(rt: Runtime, batch_id: int) -> PendingBatch | None:
     """A pending batch's documents that still need embedding; None when already settled."""
     with rt.sessions() as session:
         # One round trip for the batch and its collection's settings (none: batch or
@@ -203,13 +211,13 @@ def read_batch(rt: Runtime, batch_id: int) -> ReadBatch | None:
             )
         ).all()
     rows = [(d.id, d.title, d.text, d.content_hash) for d in docs]
-    return ReadBatch(
+    return PendingBatch(
         batch_id, batch.collection_id, batch.model, batch.chunk_tokens, batch.overlap, rows
     )
 
 
-def cut(rt: Runtime, read: ReadBatch) -> CutBatch:
-    """Cut a read batch's documents into windows (the tokenizer: the work that can overlap
+def cut(rt: Runtime, read: PendingBatch) -> CutBatch:
+    """Cut a pending batch's documents into windows (the tokenizer: the work that can overlap
     another batch's forward pass)."""
     chunker = rt.embedder(read.model).chunker(read.chunk_tokens, read.overlap)
     windows = chunker.split_many([embedding_input(title, text) for _, title, text, _ in read.docs])

@@ -20,7 +20,7 @@ from embedq.storage.readers import CorpusError, Record, Rejected, read_corpus
 from embedq.tasks.collection_setup import CollectionSpec, ensure_collection
 from embedq.tasks.dispatch import Dispatcher, dispatcher_for
 from embedq.tasks.errors import BadInput
-from embedq.tasks.indexing import finish, ingest
+from embedq.tasks.indexing import PendingBatch, finish, ingest
 from embedq.tasks.logs import log_context
 from embedq.tasks.progress import JobBar, estimate_records
 from embedq.tasks.runtime import Runtime
@@ -62,8 +62,8 @@ def run_ingest(
     try:
         with dispatcher.ingesting(job_id, collection) as on_batch:
 
-            def each(batch_id: int) -> None:
-                on_batch(batch_id)
+            def each(batch: PendingBatch) -> None:
+                on_batch(batch)
                 if after_batch is not None:
                     after_batch()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from embedq.storage.models import JobBatch
 from embedq.storage.readers import read_corpus
 from embedq.storage.schema import ensure_ready
 from embedq.tasks.collection_setup import CollectionSpec, ensure_collection
-from embedq.tasks.indexing import ingest
+from embedq.tasks.indexing import PendingBatch, ingest, read_batch
 from embedq.tasks.producer import start_index_job
 from embedq.tasks.runtime import Runtime
 from embedq.tasks.settings import Settings
@@ -28,7 +29,7 @@ def test_batches_close_at_the_document_cap_or_the_token_budget(tmp_path: Path) -
     rt = Runtime(Settings(data_dir=tmp_path / "data", batch_docs=50, task_tokens=1_000))
     ensure_ready(rt.sessions.kw["bind"])
     job_id = start_index_job(rt, ensure_collection(rt, CollectionSpec("b")), {})
-    handed: list[int] = []
+    handed: list[PendingBatch] = []
     ingest(rt, job_id, read_corpus([str(corpus)]), handed.append)
     with rt.sessions() as session:
         batches = session.execute(
@@ -36,7 +37,13 @@ def test_batches_close_at_the_document_cap_or_the_token_budget(tmp_path: Path) -
             .where(JobBatch.job_id == job_id)
             .order_by(JobBatch.id)
         ).all()
-    assert [b.id for b in batches] == handed
+    assert [b.id for b in batches] == [b.batch_id for b in handed]
+    # Each batch is handed on with its documents as SQL holds them: the embedded path cuts
+    # them without reading them back.
+    for batch in handed:
+        again = read_batch(rt, batch.batch_id)
+        assert again is not None and sorted(again.docs) == batch.docs
+        assert replace(again, docs=batch.docs) == batch
     # 50 sentences (about 12 tokens each) hit the document cap; 20 sentences and two long
     # documents pass 1,000 tokens; then two long documents a task.
     assert [b.size for b in batches] == [50, 50, 22, 2, 2, 2, 2]

@@ -143,7 +143,7 @@ def test_resume_runs_the_batches_a_lost_queue_dropped(env: dict[str, str], tmp_p
     rt = Runtime(Settings(data_dir=Path(env["EMBEDQ_DATA_DIR"])))
     ensure_ready(rt.sessions.kw["bind"])
     job_id = start_index_job(rt, ensure_collection(rt, CollectionSpec("r")), {})
-    lost: list[int] = []  # batches handed to a queue that then lost them
+    lost: list[object] = []  # batches handed to a queue that then lost them
     ingest(rt, job_id, read_corpus([str(corpus)]), lost.append, batch_docs=2)
     assert len(lost) == 3
     assert ok_json(env, "jobs", "show", job_id, "--json")["status"] == "running"

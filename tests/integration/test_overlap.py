@@ -113,7 +113,7 @@ def test_the_next_batch_is_cut_during_the_forward_pass(
     monkeypatch.undo()
     coll = ensure_collection(rt, CollectionSpec("serial"))
     serial_job = start_index_job(rt, coll, {})
-    ingest(rt, serial_job, _records(corpus), InlineDispatcher(rt).embed)
+    ingest(rt, serial_job, _records(corpus), InlineDispatcher(rt).take)
     piped, serial = stored(rt, "piped"), stored(rt, "serial")
     assert piped.keys() == serial.keys() and len(piped) >= 9
     for key, vector in piped.items():

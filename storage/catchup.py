@@ -14,8 +14,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import faiss
 import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,6 +27,9 @@ from embedq.storage.index_store import IndexStore, SnapshotError, SnapshotMeta, 
 from embedq.storage.jobs import embedding_into
 from embedq.storage.lexical import LexicalStore
 from embedq.storage.models import SEQ_BITS, Chunk, Collection, Tombstone
+
+if TYPE_CHECKING:
+    import faiss
 
 log = logging.getLogger(__name__)
 PAGE = 20_000
@@ -116,6 +119,8 @@ def _chunk_pages(
 def train_size(index: faiss.Index) -> int:
     """Training vectors for ``index``: TRAIN_PER_LIST per inverted list, at least
     TRAIN_SAMPLE (enough for PQ codebooks), at most TRAIN_MAX (1.5 GB at 384 dimensions)."""
+    import faiss
+
     ivf = faiss.try_extract_index_ivf(index)
     lists = int(ivf.nlist) if ivf is not None else 0
     return min(max(TRAIN_SAMPLE, TRAIN_PER_LIST * lists), TRAIN_MAX)

@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import faiss
-
 EF_SEARCH = 128
 NPROBE_FRACTION = 4
 NPROBE_MIN = 8
@@ -30,6 +28,8 @@ class AnnParams:
 
 def default_params(index: Any) -> AnnParams:
     """The defaults for this index, from its type and list count."""
+    import faiss
+
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         nlist = int(ivf.nlist)
@@ -46,6 +46,8 @@ def search_parameters(
 ) -> tuple[AnnParams, Any]:
     """The parameters in use (defaults unless overridden) and the FAISS object that carries
     them into ``index.search(..., params=...)`` (None for an exact index)."""
+    import faiss
+
     chosen = default_params(index)
     if chosen.nprobe is not None:
         nlist = int(faiss.extract_index_ivf(index).nlist)
@@ -60,5 +62,7 @@ def search_parameters(
 
 
 def _hnsw(index: Any) -> Any:
+    import faiss
+
     inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
     return inner if isinstance(inner, faiss.IndexHNSW) else None

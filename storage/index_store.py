@@ -20,12 +20,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import faiss
 import numpy as np
 
 from embedq.storage.files import fsync_dir
+
+if TYPE_CHECKING:
+    import faiss  # imported where used: commands that only queue work never load it
 
 log = logging.getLogger(__name__)
 CURRENT = "current.json"
@@ -63,6 +65,8 @@ class SnapshotMeta:
 
 def new_index(dim: int, factory: str = "Flat") -> faiss.Index:
     """An empty ID-mapped inner-product index (vectors are L2-normalised: cosine)."""
+    import faiss
+
     spec = factory if factory.startswith("IDMap") else f"IDMap2,{factory}"
     return faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
 
@@ -122,6 +126,8 @@ class IndexStore:
             raise SnapshotError(f"snapshot file {path} is missing") from exc
         if actual != meta.sha256:
             raise SnapshotError(f"snapshot file {path} is damaged (checksum mismatch)")
+        import faiss
+
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as exc:
@@ -134,6 +140,8 @@ class IndexStore:
         self, collection: str, index: faiss.Index, *, model: str, factory: str, watermark: int
     ) -> SnapshotMeta:
         """Write ``index`` as the collection's new snapshot, atomically and durably."""
+        import faiss
+
         folder = self.folder(collection)
         folder.mkdir(parents=True, exist_ok=True)
         previous = self.meta(collection)

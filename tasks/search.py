@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-import faiss
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -320,6 +319,8 @@ def search_threads(threads: int | None) -> Iterator[None]:
     if not threads:
         yield
         return
+    import faiss
+
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(threads)
     try:

@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
-from embedq.storage.documents import lock_collection
 from embedq.storage.models import (
     SEQ_BITS,
     BatchState,
@@ -49,10 +48,12 @@ def delete_collection_rows(session: Session, coll: Collection) -> DeletedRows:
     """Remove the collection and everything stored for it, in the caller's transaction.
 
     The collection row is locked first, as every chunk write does, so a batch being written
-    either commits before (and its chunks are deleted here) or fails after (no collection).
+    either commits before (and its chunks are deleted here) or fails after (no collection);
+    ``FOR UPDATE`` also waits for a producer storing documents of it (``hold_collection``),
+    so a deletion never holds the job's row while waiting on the producer's documents.
     Rows are deleted child first so that no cascade has to search for them.
     """
-    lock_collection(session, coll.id)
+    session.execute(select(Collection.id).where(Collection.id == coll.id).with_for_update()).one()
     out = DeletedRows(coll.id)
     active = select(Job.id).where(Job.collection_id == coll.id, Job.status.in_(ACTIVE))
     reason = f"collection {coll.name!r} was deleted"

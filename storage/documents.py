@@ -112,6 +112,23 @@ def lock_collection(session: Session, collection_id: int) -> int:
     return int(seq)
 
 
+def hold_collection(session: Session, collection_id: int) -> bool:
+    """Keep the collection's row from being deleted until this transaction ends, taken
+    before any document row; False when it is gone.
+
+    A producer stores documents under it. ``FOR KEY SHARE`` lets chunk writers (whose lock
+    is ``lock_collection``) go on, but not a deletion, which locks the row ``FOR UPDATE``
+    before it touches jobs and documents: one waits for the other from the start instead
+    of each holding rows the other needs.
+    """
+    held = session.execute(
+        select(Collection.id)
+        .where(Collection.id == collection_id)
+        .with_for_update(read=True, key_share=True)
+    ).one_or_none()
+    return held is not None
+
+
 def advance_sequence(session: Session, collection_id: int, count: int) -> int:
     """Allocate ``count`` sequence numbers (lock held); return the first of them."""
     new_seq = session.execute(

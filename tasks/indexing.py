@@ -21,7 +21,12 @@ from sqlalchemy.exc import NoResultFound
 
 from embedq.storage.chunks import EmbeddedDocument, Span, write_chunks
 from embedq.storage.db import transaction
-from embedq.storage.documents import NewDocument, embedding_input, upsert_pending
+from embedq.storage.documents import (
+    NewDocument,
+    embedding_input,
+    hold_collection,
+    upsert_pending,
+)
 from embedq.storage.jobs import (
     add_batches,
     add_errors,
@@ -91,7 +96,8 @@ def ingest(
     at most, or one batch), so corpora of any size stream through in bounded memory. The
     first group holds one batch, so that its embedding starts while the rest is read. A
     source that may block between records (a pipe) takes groups of one batch, so its records
-    are handed on as they come. The job is sealed at the end.
+    are handed on as they come. The job is sealed at the end; a producer whose job is
+    cancelled, or whose collection is deleted, stops there without sealing it.
     """
     size = batch_docs or rt.settings.batch_docs
     with transaction(rt.sessions, write=True) as session:
@@ -128,9 +134,11 @@ def ingest(
             tokens += estimated_tokens(item)
         full = len(group) >= size * per_group or tokens >= budget * per_group
         if full or len(errors) >= 1000:
-            _submit(rt, job_id, target, group, errors, on_batch, size, budget)
+            if not _submit(rt, job_id, target, group, errors, on_batch, size, budget):
+                return
             group, errors, tokens, per_group = [], [], 0, later_batches
-    _submit(rt, job_id, target, group, errors, on_batch, size, budget)
+    if not _submit(rt, job_id, target, group, errors, on_batch, size, budget):
+        return
     with rt.sessions.begin() as session:
         seal(session, job_id)
 
@@ -149,12 +157,16 @@ def _submit(
     on_batch: Callable[[PendingBatch], object],
     size: int,
     budget: int,
-) -> None:
+) -> bool:
+    """Store a group of records and hand on its batches; False when the collection has been
+    deleted (its jobs are cancelled: the producer stops)."""
     if not group and not errors:
-        return
+        return True
     latest = {r.id: r for r in group}  # within a group the last occurrence of an id wins
     docs = [NewDocument(r.id, r.text, r.title, r.meta) for r in latest.values()]
     with rt.sessions.begin() as session:
+        if not hold_collection(session, target.collection_id):
+            return False
         add_errors(session, job_id, errors)
         pending = upsert_pending(session, target.collection_id, docs)
         count_records(session, job_id, accepted=len(latest), unchanged=len(latest) - len(pending))
@@ -164,6 +176,7 @@ def _submit(
     for batch_id, rows in zip(batch_ids, groups, strict=True):
         texts = [(doc_id, latest[ext].title, latest[ext].text, h) for doc_id, ext, h in rows]
         on_batch(replace(target, batch_id=batch_id, docs=texts))
+    return True
 
 
 def embed_batch(rt: Runtime, batch_id: int) -> int:

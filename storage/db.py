@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
+"""PostgreSQL's serialization failure and deadlock detected: the transaction was rolled back
+as a whole and may be run again."""
+CONFLICT_TRIES = 3
 
 
 def _json_dumps(value: Any) -> str:
@@ -73,6 +81,25 @@ def transaction(factory: sessionmaker[Session], *, write: bool = False) -> Itera
         except BaseException:
             session.rollback()
             raise
+
+
+def again_on_conflict(
+    factory: sessionmaker[Session], work: Callable[[Session], T], *, write: bool = False
+) -> T:
+    """``work`` in one ``transaction``, run again (``CONFLICT_TRIES`` in all) when PostgreSQL
+    aborts it as a deadlock or a serialization failure: rows locked by writers in an order
+    nobody controls (a producer re-storing documents that a worker is marking indexed). The
+    transaction was rolled back, so running ``work`` again is safe."""
+    for attempt in range(1, CONFLICT_TRIES + 1):
+        try:
+            with transaction(factory, write=write) as session:
+                return work(session)
+        except DBAPIError as exc:
+            state = getattr(exc.orig, "sqlstate", None)
+            if state not in CONFLICT_SQLSTATES or attempt == CONFLICT_TRIES:
+                raise
+            log.warning("transaction aborted by the database (%s); running it again", state)
+    raise AssertionError("unreachable")
 
 
 def describe_error(exc: BaseException) -> str:

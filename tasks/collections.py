@@ -10,10 +10,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from embedq.storage.collection_delete import delete_collection_rows
+from embedq.storage.collection_delete import DeletedRows, delete_collection_rows
 from embedq.storage.collection_files import remove_collection_folder
 from embedq.storage.collections import collection_counts, find_collection
-from embedq.storage.db import transaction
+from embedq.storage.db import again_on_conflict
 from embedq.storage.index_store import IndexStore, check_collection_name
 from embedq.storage.listing import collection_page
 from embedq.storage.models import Collection
@@ -106,11 +106,14 @@ def delete_collection(rt: Runtime, name: str) -> Deleted:
         check_collection_name(name)
     except ValueError as exc:
         raise BadInput(str(exc)) from exc
-    with transaction(rt.sessions, write=True) as session:
+
+    def delete_in(session: Session) -> DeletedRows:
         coll = find_collection(session, name)
         if coll is None:
             raise CollectionNotFound(f"no collection named {name!r}")
-        rows = delete_collection_rows(session, coll)
+        return delete_collection_rows(session, coll)
+
+    rows = again_on_conflict(rt.sessions, delete_in, write=True)
     remove_collection_folder(rt.store, name)
     for job_id, params in rows.cancelled.items():
         _remove_upload(rt, job_id, params)

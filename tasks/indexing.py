@@ -18,9 +18,10 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import NoResultFound
+from sqlalchemy.orm import Session
 
 from embedq.storage.chunks import EmbeddedDocument, Span, write_chunks
-from embedq.storage.db import transaction
+from embedq.storage.db import again_on_conflict, transaction
 from embedq.storage.documents import (
     NewDocument,
     embedding_input,
@@ -164,15 +165,21 @@ def _submit(
         return True
     latest = {r.id: r for r in group}  # within a group the last occurrence of an id wins
     docs = [NewDocument(r.id, r.text, r.title, r.meta) for r in latest.values()]
-    with rt.sessions.begin() as session:
+
+    def store(session: Session) -> tuple[list[int], list[list[tuple[int, str, str]]]] | None:
         if not hold_collection(session, target.collection_id):
-            return False
+            return None
         add_errors(session, job_id, errors)
         pending = upsert_pending(session, target.collection_id, docs)
         count_records(session, job_id, accepted=len(latest), unchanged=len(latest) - len(pending))
         weights = [estimated_tokens(latest[ext]) for _, ext, _ in pending]
         groups = [[pending[n] for n in run] for run in split_by_budget(weights, size, budget)]
-        batch_ids = add_batches(session, job_id, [[row[0] for row in g] for g in groups])
+        return add_batches(session, job_id, [[row[0] for row in g] for g in groups]), groups
+
+    stored = again_on_conflict(rt.sessions, store)
+    if stored is None:
+        return False
+    batch_ids, groups = stored
     for batch_id, rows in zip(batch_ids, groups, strict=True):
         texts = [(doc_id, latest[ext].title, latest[ext].text, h) for doc_id, ext, h in rows]
         on_batch(replace(target, batch_id=batch_id, docs=texts))

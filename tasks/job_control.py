@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from embedq.storage.db import transaction
+from embedq.storage.db import again_on_conflict, transaction
 from embedq.storage.jobs import cancel_job, job_errors, job_view, unqueue_pending
 from embedq.storage.models import Collection, Job, JobStatus
 from embedq.tasks import lookup
@@ -28,10 +29,13 @@ def describe(rt: Runtime, job_id: str, *, with_errors: bool = False) -> dict[str
 def cancel(rt: Runtime, job_id: str) -> dict[str, Any]:
     """Cancel a queued or running job (its remaining batches are not run); Conflict when it
     has already finished. Returns the job as it is now."""
-    with transaction(rt.sessions, write=True) as session:
+
+    def cancel_in(session: Session) -> None:
         job = lookup.job(session, job_id)
         if not cancel_job(session, job_id):
             raise Conflict(f"job {job_id} is already {job.status.value}")
+
+    again_on_conflict(rt.sessions, cancel_in, write=True)
     return describe(rt, job_id)
 
 

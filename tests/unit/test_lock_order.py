@@ -13,6 +13,7 @@ With the orders these replaced, the two wait on each other and PostgreSQL aborts
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import event, select, text, update
+from sqlalchemy.orm import Session
 
 from embedq.storage.collection_delete import delete_collection_rows
 from embedq.storage.db import transaction
 from embedq.storage.jobs import add_batch, create_job, mark_running, settle_batch
-from embedq.storage.models import BatchState, Collection, Job, JobBatch
+from embedq.storage.models import BatchState, Collection, Document, Job, JobBatch
 from embedq.storage.readers import Record
 from embedq.storage.schema import upgrade
 from embedq.tasks import job_control
@@ -165,3 +167,49 @@ def test_a_producer_storing_changed_documents_and_a_deletion_wait_their_turn(
 
 def records(text: str) -> list[Record]:
     return [Record(f"d{n}", f"{text} {n}", None, None, "c.jsonl", n + 1) for n in range(5)]
+
+
+def test_a_producer_aborted_as_a_deadlock_stores_its_group_again(
+    rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A producer re-storing documents in an order of its input, against a worker marking
+    them indexed in id order: PostgreSQL aborts the producer (it waited first), which runs
+    its group's transaction again instead of failing the job."""
+    coll = ensure_collection(rt, CollectionSpec("busy"))
+    first = start_index_job(rt, coll, {})
+    ingest(rt, first, records("text"), lambda _: None)
+    with rt.sessions() as session:
+        ids = dict(session.execute(select(Document.external_id, Document.id)).tuples().all())
+    again = start_index_job(rt, coll, {})
+
+    def mark(session: Session, external_id: str) -> None:
+        session.execute(
+            update(Document)
+            .where(Document.id == ids[external_id])
+            .values(indexed_hash=Document.content_hash)
+        )
+
+    def worker() -> None:
+        with transaction(rt.sessions) as session:
+            mark(session, "d0")
+            marked.set()
+            deadline = time.monotonic() + 10
+            while not someone_waits_on_a_lock(rt) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            mark(session, "d4")
+
+    marked = threading.Event()
+    handed: list[PendingBatch] = []
+    backwards = records("changed text")[::-1]  # d4 first: the worker's d0 comes last
+    with caplog.at_level(logging.WARNING, logger="embedq.storage.db"):
+        errors = one_after_the_other(
+            marked, worker, lambda: ingest(rt, again, backwards, handed.append)
+        )
+    assert errors == []
+    assert "running it again" in caplog.text
+    assert [len(b.docs) for b in handed] == [5]
+    with rt.sessions() as session:
+        texts = session.scalars(select(Document.text).order_by(Document.external_id)).all()
+        job = session.get_one(Job, again)
+    assert texts == [f"changed text {n}" for n in range(5)]
+    assert job.total == 5 and job.status.value == "running" and job.sealed

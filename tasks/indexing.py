@@ -176,7 +176,9 @@ def _submit(
         groups = [[pending[n] for n in run] for run in split_by_budget(weights, size, budget)]
         return add_batches(session, job_id, [[row[0] for row in g] for g in groups]), groups
 
-    stored = again_on_conflict(rt.sessions, store)
+    # write=True: on SQLite the read of the collection row must not begin a snapshot that a
+    # chunk writer committing meanwhile makes impossible to upgrade ("database is locked").
+    stored = again_on_conflict(rt.sessions, store, write=True)
     if stored is None:
         return False
     batch_ids, groups = stored

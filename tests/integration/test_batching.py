@@ -7,9 +7,12 @@ import json
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 from embedq.storage.models import JobBatch
 from embedq.storage.readers import read_corpus
@@ -124,3 +127,52 @@ def test_the_first_group_is_one_batch_and_later_groups_stop_at_the_group_token_c
     # then groups of 3,000 tokens (five documents, three batches) instead of sixteen batches.
     assert handed_after == [2, 7, 7, 7, 12, 12, 12, 17, 17, 17, 20, 20]
     assert list(sizes) == [2, 2, 2, 1, 2, 2, 1, 2, 2, 1, 2, 1]
+
+
+def test_a_group_is_stored_under_sqlites_write_lock_taken_at_its_start(tmp_path: Path) -> None:
+    """The producer's transaction reads the collection row before it writes documents. On
+    SQLite a plain BEGIN would start a read snapshot there, and a chunk writer committing in
+    between would make its first write fail with "database is locked"; the group takes the
+    write lock at BEGIN instead, and the other writer waits."""
+    import threading
+
+    from sqlalchemy import event, update
+
+    from embedq.storage.models import Collection
+    from embedq.storage.readers import Record
+
+    rt = Runtime(Settings(data_dir=tmp_path / "data"))
+    ensure_ready(rt.sessions.kw["bind"])
+    job_id = start_index_job(rt, ensure_collection(rt, CollectionSpec("w")), {})
+    read, written = threading.Event(), threading.Event()
+
+    def pause(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("SELECT collections.id \nFROM") and not read.is_set():
+            read.set()
+            written.wait(5)
+
+    def other_writer() -> None:
+        read.wait(5)
+        other = create_engine(
+            f"sqlite:///{tmp_path / 'data' / 'embedq.db'}",
+            poolclass=NullPool,
+            connect_args={"timeout": 1},
+        )
+        try:
+            with other.begin() as conn:
+                conn.execute(update(Collection).values(seq=Collection.seq + 1))  # a real change
+        except OperationalError:
+            pass  # it waited for the producer's lock, up to its own timeout
+        finally:
+            written.set()
+            other.dispose()
+
+    event.listen(rt.sessions.kw["bind"], "after_cursor_execute", pause)
+    thread = threading.Thread(target=other_writer)
+    thread.start()
+    records = [Record(f"d{n}", f"text {n}", None, None, "c.jsonl", n + 1) for n in range(3)]
+    ingest(rt, job_id, records, lambda _: None)
+    thread.join(10)
+    assert read.is_set() and written.is_set()
+    with rt.sessions() as session:
+        assert session.scalars(select(JobBatch.size).where(JobBatch.job_id == job_id)).all() == [3]

@@ -16,15 +16,19 @@ the baseline, measured in the same run. Ratio 1.0: nothing but tokenising costs 
 Both run with a GPU's task size (``--task-tokens``, 65,536: one CUDA forward pass, as in
 ``docker-compose.yml``) and the distributed worker with a GPU's two embed threads.
 
-    python -m bench pipeline                 # SciFact, 5,183 documents, both back ends
+    python -m bench pipeline                 # SciFact, 5,183 documents, both back ends, 3 runs
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import cli_env, embedq, machine, read_jsonl, scalar, scifact_dir
@@ -72,7 +76,7 @@ def embedded(folder: Path, corpus: Path, task_tokens: int) -> tuple[float, int]:
     from embedq.tasks.runtime import Runtime
     from embedq.tasks.settings import Settings
 
-    env = cli_env(folder / "sqlite")
+    env = cli_env(folder)
     rt = Runtime(
         Settings(data_dir=Path(env["EMBEDQ_DATA_DIR"]), device="cpu", task_tokens=task_tokens)
     )
@@ -81,14 +85,15 @@ def embedded(folder: Path, corpus: Path, task_tokens: int) -> tuple[float, int]:
     rt.embedder(coll.model).chunker()  # model and tokenizer loaded before the clock starts
     started = time.perf_counter()
     submit_index_job(rt, CollectionSpec("pipe"), [str(corpus)], progress=False)
-    return time.perf_counter() - started, stored_tokens(env, "pipe")
+    seconds = time.perf_counter() - started
+    rt.sessions.kw["bind"].dispose()
+    return seconds, stored_tokens(env, "pipe")
 
 
-def distributed(
-    folder: Path, corpus: Path, threads: int, task_tokens: int
-) -> tuple[float, float, int, float]:
-    """Seconds of ``embedq index --wait`` on the stack, its fixed cost, tokens stored, and
-    the seconds from the job's first task to its end (the workers' own span)."""
+@contextmanager
+def stack_for(folder: Path, corpus: Path, threads: int, task_tokens: int) -> Iterator[Stack]:
+    """PostgreSQL, Redis, one embed worker with the null encoder and the index writer, warmed
+    up; with the fixed cost of one ``embedq index --wait`` of one document."""
     from bench.stack import distributed as stack
 
     with stack(
@@ -103,11 +108,22 @@ def distributed(
         embedq(env, "index", str(one), "-c", "warm", "-q", "--wait")  # the worker's model load
         started = time.perf_counter()
         embedq(env, "index", str(one), "-c", "one", "-q", "--wait")
-        fixed = time.perf_counter() - started
-        started = time.perf_counter()
-        embedq(env, "index", str(corpus), "-c", "pipe", "-q", "--wait")
-        secs = time.perf_counter() - started
-        return secs, fixed, stored_tokens(env, "pipe"), workers_span(env, "pipe")
+        yield Stack(env, time.perf_counter() - started)
+
+
+@dataclass(frozen=True, slots=True)
+class Stack:
+    env: dict[str, str]
+    fixed: float  # seconds of one command indexing one document
+
+
+def on_stack(stack: Stack, corpus: Path, collection: str) -> tuple[float, int, float]:
+    """Seconds of ``embedq index --wait`` on the stack, tokens stored, and the seconds from
+    the job's first task to its end (the workers' own span)."""
+    started = time.perf_counter()
+    embedq(stack.env, "index", str(corpus), "-c", collection, "-q", "--wait")
+    secs = time.perf_counter() - started
+    return secs, stored_tokens(stack.env, collection), workers_span(stack.env, collection)
 
 
 def workers_span(env: dict[str, str], collection: str) -> float:
@@ -118,6 +134,13 @@ def workers_span(env: dict[str, str], collection: str) -> float:
         "WHERE c.name = :name GROUP BY j.id, j.finished_at"
     )
     return float(scalar(env, sql, name=collection))
+
+
+def row_line(name: str, tokens: int, secs: float, bare_s: float, fixed: float) -> str:
+    line = f"{name:>26}: {tokens / secs:9.0f} tokens/s ({secs:.2f} s)  ratio {bare_s / secs:.3f}"
+    if fixed:
+        line += f"  without the fixed cost ({fixed:.1f} s): {bare_s / (secs - fixed):.3f}"
+    return line
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -136,32 +159,40 @@ def main(argv: list[str] | None = None) -> None:
         default=GPU_BATCH_TOKENS,
         help=f"tokens per embed task (default {GPU_BATCH_TOKENS}, one forward pass on a GPU)",
     )
+    parser.add_argument(
+        "--runs", type=int, default=3, help="runs of each path, in turn (default 3): medians"
+    )
     args = parser.parse_args(argv)
     print(f"machine: {machine()}")
-    with tempfile.TemporaryDirectory() as tmp:
+    ratios: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stacks:
         folder = Path(tmp)
         corpus, texts = corpus_file(folder, args.docs)
-        bare_s = bare_tokenizer(texts)
-        rows = [("sqlite, in process", *embedded(folder, corpus, args.task_tokens), 0.0)]
-        span = 0.0
+        stack = None
         if not args.no_distributed:
-            secs, fixed, tokens, span = distributed(
-                folder, corpus, args.embed_threads, args.task_tokens
+            stack = stacks.enter_context(
+                stack_for(folder, corpus, args.embed_threads, args.task_tokens)
             )
-            rows.append((f"postgresql + celery ({args.embed_threads}t)", secs, tokens, fixed))
-    tokens = rows[0][2]
-    print(
-        f"documents: {len(texts)}, tokens stored (windows): {tokens}, "
-        f"{args.task_tokens} tokens a task"
-    )
-    print(f"{'bare tokenizer':>22}: {tokens / bare_s:9.0f} tokens/s ({bare_s:.2f} s)")
-    for name, secs, toks, fixed in rows:
-        line = f"{name:>22}: {toks / secs:9.0f} tokens/s ({secs:.2f} s)  ratio {bare_s / secs:.3f}"
-        if fixed:
-            line += f"  without the fixed cost ({fixed:.1f} s): {bare_s / (secs - fixed):.3f}"
-        print(line, flush=True)
-    if span:
-        print(
-            f"{'workers, first task to end':>22}: {tokens / span:9.0f} tokens/s ({span:.2f} s)  "
-            f"ratio {bare_s / span:.3f}"
-        )
+        for run in range(1, args.runs + 1):
+            # Each run against the bare tokenizer measured at its start: the machine's pace
+            # drifts between runs.
+            print(f"run {run}:")
+            bare_s = bare_tokenizer(texts)
+            secs, tokens = embedded(folder / f"sqlite{run}", corpus, args.task_tokens)
+            if run == 1:
+                print(
+                    f"documents: {len(texts)}, tokens stored (windows): {tokens}, "
+                    f"{args.task_tokens} tokens a task"
+                )
+            print(f"{'bare tokenizer':>26}: {tokens / bare_s:9.0f} tokens/s ({bare_s:.2f} s)")
+            rows = [("sqlite, in process", secs, 0.0)]
+            if stack is not None:
+                secs, _, span = on_stack(stack, corpus, f"pipe{run}")
+                name = f"postgresql + celery ({args.embed_threads}t)"
+                rows += [(name, secs, stack.fixed), ("workers, first task to end", span, 0.0)]
+            for name, secs, fixed in rows:
+                ratios.setdefault(name, []).append(bare_s / secs)
+                print(row_line(name, tokens, secs, bare_s, fixed), flush=True)
+    print(f"medians of {args.runs} run(s):")
+    for name, values in ratios.items():
+        print(f"{name:>26}: ratio {statistics.median(values):.3f}")

@@ -24,11 +24,11 @@ def bench(*args: str) -> str:
 
 @pytest.mark.timeout(600)
 def test_pipeline_benchmark_runs_on_both_back_ends(shared_data: Path) -> None:
-    out = bench("pipeline", "--docs", "40")
+    out = bench("pipeline", "--docs", "40", "--runs", "1")
     assert "bare tokenizer" in out
     assert "sqlite, in process" in out and "postgresql + celery" in out
     assert "workers, first task to end" in out and "65536 tokens a task" in out
-    assert out.count("ratio") == 3
+    assert out.count("ratio") == 3 + 3  # the run's three lines and their medians
 
 
 @pytest.mark.timeout(600)

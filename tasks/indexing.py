@@ -111,6 +111,8 @@ def ingest(
         mark_running(session, job_id)
     if coll is None:
         raise BadInput(f"job {job_id} has no collection")
+    # What every batch of the job shares (its collection's settings); each new batch is this
+    # with its own id and documents.
     target = PendingBatch(0, coll.id, coll.model, coll.chunk_tokens, coll.overlap, [])
     budget = rt.settings.task_tokens if task_tokens is None else task_tokens(coll.model)
     # Batches a group holds: one in the first, so that embedding starts at once.

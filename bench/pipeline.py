@@ -185,14 +185,17 @@ def main(argv: list[str] | None = None) -> None:
                     f"{args.task_tokens} tokens a task"
                 )
             print(f"{'bare tokenizer':>26}: {tokens / bare_s:9.0f} tokens/s ({bare_s:.2f} s)")
-            rows = [("sqlite, in process", secs, 0.0)]
+            rows = [("sqlite, in process", secs, tokens, 0.0)]
             if stack is not None:
-                secs, _, span = on_stack(stack, corpus, f"pipe{run}")
+                secs, stored, span = on_stack(stack, corpus, f"pipe{run}")
                 name = f"postgresql + celery ({args.embed_threads}t)"
-                rows += [(name, secs, stack.fixed), ("workers, first task to end", span, 0.0)]
-            for name, secs, fixed in rows:
+                rows += [
+                    (name, secs, stored, stack.fixed),
+                    ("workers, first task to end", span, stored, 0.0),
+                ]
+            for name, secs, toks, fixed in rows:
                 ratios.setdefault(name, []).append(bare_s / secs)
-                print(row_line(name, tokens, secs, bare_s, fixed), flush=True)
+                print(row_line(name, toks, secs, bare_s, fixed), flush=True)
     print(f"medians of {args.runs} run(s):")
     for name, values in ratios.items():
         print(f"{name:>26}: ratio {statistics.median(values):.3f}")

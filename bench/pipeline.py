@@ -11,7 +11,8 @@ the baseline, measured in the same run. Ratio 1.0: nothing but tokenising costs 
   first, its load not timed);
 - ``postgresql``: PostgreSQL, Redis, one embed worker with the null encoder, the index
   writer, and ``embedq index --wait`` as a command, timed end to end (process start
-  included; the fixed cost of one command, measured on one document, is shown apart).
+  included; the fixed cost of one command, measured on one document, is shown apart), with
+  the CPU seconds each of the stack's processes spent meanwhile (``bench/cpu.py``).
 
 Both run with a GPU's task size (``--task-tokens``, 65,536: one CUDA forward pass, as in
 ``docker-compose.yml``) and the distributed worker with a GPU's two embed threads.
@@ -31,6 +32,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import cpu
 from bench.common import cli_env, embedq, machine, read_jsonl, scalar, scifact_dir
 from bench.throughput import _indexed_tokens as stored_tokens
 from embedq.tasks.worker_pool import GPU_EMBED_THREADS
@@ -117,13 +119,15 @@ class Stack:
     fixed: float  # seconds of one command indexing one document
 
 
-def on_stack(stack: Stack, corpus: Path, collection: str) -> tuple[float, int, float]:
-    """Seconds of ``embedq index --wait`` on the stack, tokens stored, and the seconds from
-    the job's first task to its end (the workers' own span)."""
+def on_stack(stack: Stack, corpus: Path, collection: str) -> tuple[float, int, float, str]:
+    """Seconds of ``embedq index --wait`` on the stack, tokens stored, the seconds from the
+    job's first task to its end (the workers' own span), and where the CPU went meanwhile."""
+    before = cpu.sample()
     started = time.perf_counter()
     embedq(stack.env, "index", str(corpus), "-c", collection, "-q", "--wait")
     secs = time.perf_counter() - started
-    return secs, stored_tokens(stack.env, collection), workers_span(stack.env, collection)
+    spent = cpu.line(cpu.spent(before, cpu.sample()), secs)
+    return secs, stored_tokens(stack.env, collection), workers_span(stack.env, collection), spent
 
 
 def workers_span(env: dict[str, str], collection: str) -> float:
@@ -186,8 +190,9 @@ def main(argv: list[str] | None = None) -> None:
                 )
             print(f"{'bare tokenizer':>26}: {tokens / bare_s:9.0f} tokens/s ({bare_s:.2f} s)")
             rows = [("sqlite, in process", secs, tokens, 0.0)]
+            spent = ""
             if stack is not None:
-                secs, stored, span = on_stack(stack, corpus, f"pipe{run}")
+                secs, stored, span, spent = on_stack(stack, corpus, f"pipe{run}")
                 name = f"postgresql + celery ({args.embed_threads}t)"
                 rows += [
                     (name, secs, stored, stack.fixed),
@@ -196,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
             for name, secs, toks, fixed in rows:
                 ratios.setdefault(name, []).append(bare_s / secs)
                 print(row_line(name, toks, secs, bare_s, fixed), flush=True)
+            if spent:
+                print(f"{'':>26}  {spent}")
     print(f"medians of {args.runs} run(s):")
     for name, values in ratios.items():
         print(f"{name:>26}: ratio {statistics.median(values):.3f}")

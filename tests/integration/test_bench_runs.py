@@ -28,6 +28,7 @@ def test_pipeline_benchmark_runs_on_both_back_ends(shared_data: Path) -> None:
     assert "bare tokenizer" in out
     assert "sqlite, in process" in out and "postgresql + celery" in out
     assert "workers, first task to end" in out and "65536 tokens a task" in out
+    assert "CPU seconds meanwhile: command" in out and "embed worker" in out
     assert out.count("ratio") == 3 + 3  # the run's three lines and their medians
 
 

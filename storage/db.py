@@ -22,7 +22,7 @@ as a whole and may be run again."""
 CONFLICT_TRIES = 3
 
 
-def _json_dumps(value: Any) -> str:
+def json_text(value: Any) -> str:
     # Sorted keys make equal objects equal as text, which SQLite compares.
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
@@ -31,11 +31,11 @@ def make_engine(url: str) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout and explicit transactions."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, json_serializer=_json_dumps)
+        return create_engine(url, pool_pre_ping=True, json_serializer=json_text)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
-        url, json_serializer=_json_dumps, connect_args={"timeout": 60, "check_same_thread": False}
+        url, json_serializer=json_text, connect_args={"timeout": 60, "check_same_thread": False}
     )
     _configure_sqlite(engine)
     return engine

@@ -8,10 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, or_, select, update
+from sqlalchemy import String, Table, Text, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from embedq.storage.db import json_text
 from embedq.storage.models import Chunk, Collection, Document, Tombstone
 
 
@@ -57,34 +59,81 @@ def upsert_pending(
     latest = {d.external_id: d for d in docs}
     if not latest:
         return []
-    rows = [
-        {
+    hashes = [content_hash(d.title, d.text) for d in latest.values()]
+    if session.get_bind().dialect.name == "postgresql":
+        arrays = {
             "collection_id": collection_id,
-            "external_id": d.external_id,
-            "title": d.title,
-            "text": d.text,
-            "meta": d.meta,
-            "content_hash": content_hash(d.title, d.text),
+            "external_id": list(latest),
+            "title": [d.title for d in latest.values()],
+            "text": [d.text for d in latest.values()],
+            "meta": [json_text(d.meta) for d in latest.values()],
+            "content_hash": hashes,
         }
-        for d in latest.values()
-    ]
-    result = session.execute(_upsert(session.get_bind().dialect.name), rows).all()
+        result = session.execute(_upsert_arrays(), arrays).all()
+    else:
+        rows = [
+            {
+                "collection_id": collection_id,
+                "external_id": d.external_id,
+                "title": d.title,
+                "text": d.text,
+                "meta": d.meta,
+                "content_hash": digest,
+            }
+            for d, digest in zip(latest.values(), hashes, strict=True)
+        ]
+        result = session.execute(_upsert_rows(), rows).all()
     return sorted(
         (r.id, r.external_id, r.content_hash) for r in result if r.indexed_hash != r.content_hash
     )
 
 
+_TABLE = cast(Table, Document.__table__)
+_INCOMING = ("external_id", "title", "text", "meta", "content_hash")
+
+
 @functools.cache
-def _upsert(dialect: str) -> Any:
-    """The upsert statement, built once per dialect and run with one parameter set per
-    document: SQLAlchemy compiles it once and sends the rows in multi-row batches
-    (insertmanyvalues), instead of compiling a new statement for every group."""
-    table = cast(Table, Document.__table__)
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    base = insert(table)
+def _upsert_rows() -> Any:
+    """SQLite's upsert, run with one parameter set per document: SQLAlchemy compiles it once
+    and sends the rows in multi-row batches (insertmanyvalues)."""
+    return _on_conflict(sqlite.insert(_TABLE))
+
+
+@functools.cache
+def _upsert_arrays() -> Any:
+    """PostgreSQL's upsert: one statement over one array a column (``unnest``). A multi-row
+    VALUES statement holds thousands of placeholders that psycopg parses anew for every
+    page; this one is short and parsed once (half the client's CPU for SciFact's 5,183
+    documents, and a third less time)."""
+    incoming = (
+        func.unnest(
+            bindparam("external_id", type_=postgresql.ARRAY(String)),
+            bindparam("title", type_=postgresql.ARRAY(Text)),
+            bindparam("text", type_=postgresql.ARRAY(Text)),
+            bindparam("meta", type_=postgresql.ARRAY(Text)),  # JSON text, as the engine writes
+            bindparam("content_hash", type_=postgresql.ARRAY(String)),
+        )
+        .table_valued(*_INCOMING)
+        .render_derived()
+    )
+    rows = select(
+        bindparam("collection_id"),
+        incoming.c.external_id,
+        incoming.c.title,
+        incoming.c.text,
+        sql_cast(incoming.c.meta, postgresql.JSONB),
+        incoming.c.content_hash,
+    )
+    return _on_conflict(postgresql.insert(_TABLE).from_select(["collection_id", *_INCOMING], rows))
+
+
+def _on_conflict(base: Any) -> Any:
+    """An existing document takes the new title, text and meta when its content changed, it
+    is not indexed yet, or its meta changed; an unchanged indexed document is not written.
+    Rows written come back; the caller keeps those whose content is not indexed."""
     excluded = base.excluded
     return base.on_conflict_do_update(
-        index_elements=[table.c.collection_id, table.c.external_id],
+        index_elements=[_TABLE.c.collection_id, _TABLE.c.external_id],
         set_={
             "title": excluded.title,
             "text": excluded.text,
@@ -93,12 +142,12 @@ def _upsert(dialect: str) -> Any:
             "updated_at": func.now(),
         },
         where=or_(
-            table.c.content_hash != excluded.content_hash,
-            table.c.indexed_hash.is_(None),
-            table.c.indexed_hash != table.c.content_hash,
-            table.c.meta.is_distinct_from(excluded.meta),
+            _TABLE.c.content_hash != excluded.content_hash,
+            _TABLE.c.indexed_hash.is_(None),
+            _TABLE.c.indexed_hash != _TABLE.c.content_hash,
+            _TABLE.c.meta.is_distinct_from(excluded.meta),
         ),
-    ).returning(table.c.id, table.c.external_id, table.c.content_hash, table.c.indexed_hash)
+    ).returning(_TABLE.c.id, _TABLE.c.external_id, _TABLE.c.content_hash, _TABLE.c.indexed_hash)
 
 
 def lock_collection(session: Session, collection_id: int) -> int:

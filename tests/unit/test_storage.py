@@ -158,6 +158,22 @@ def test_new_documents_are_pending(sessions: Sessions, cid: int) -> None:
     assert upsert(sessions, cid, [NewDocument("a", "alpha")]) == [a.id]
 
 
+def test_every_string_is_stored_as_given(sessions: Sessions, cid: int) -> None:
+    # PostgreSQL receives the documents as arrays: quoting, NULL and the text "NULL" must
+    # survive the trip, as must meta that is JSON null, a string, or nested.
+    odd = [
+        NewDocument('q"uo\\te', 'a "quoted" \\ back{slash}, comma', title="NULL", meta=None),
+        NewDocument("{1,2}", "ünïcödé ✓ 𝄞", title=None, meta={"z": [1, {"a": None}], "b": "x"}),
+        NewDocument("NULL", " leading and trailing ", title="", meta={"s": "it's"}),
+    ]
+    assert len(upsert(sessions, cid, odd)) == 3
+    for doc in odd:
+        row = doc_row(sessions, cid, doc.external_id)
+        assert row is not None
+        assert (row.text, row.title, row.meta) == (doc.text, doc.title, doc.meta)
+        assert row.content_hash == content_hash(doc.title, doc.text)
+
+
 def test_unchanged_indexed_document_is_no_work(
     sessions: Sessions, cid: int, rng: np.random.Generator
 ) -> None:

@@ -126,8 +126,8 @@ def on_stack(stack: Stack, corpus: Path, collection: str) -> tuple[float, int, f
     started = time.perf_counter()
     embedq(stack.env, "index", str(corpus), "-c", collection, "-q", "--wait")
     secs = time.perf_counter() - started
-    spent = cpu.line(cpu.spent(before, cpu.sample()), secs)
-    return secs, stored_tokens(stack.env, collection), workers_span(stack.env, collection), spent
+    cpu_use = cpu.line(cpu.spent(before, cpu.sample()), secs)
+    return secs, stored_tokens(stack.env, collection), workers_span(stack.env, collection), cpu_use
 
 
 def workers_span(env: dict[str, str], collection: str) -> float:
@@ -190,9 +190,9 @@ def main(argv: list[str] | None = None) -> None:
                 )
             print(f"{'bare tokenizer':>26}: {tokens / bare_s:9.0f} tokens/s ({bare_s:.2f} s)")
             rows = [("sqlite, in process", secs, tokens, 0.0)]
-            spent = ""
+            cpu_use = ""
             if stack is not None:
-                secs, stored, span, spent = on_stack(stack, corpus, f"pipe{run}")
+                secs, stored, span, cpu_use = on_stack(stack, corpus, f"pipe{run}")
                 name = f"postgresql + celery ({args.embed_threads}t)"
                 rows += [
                     (name, secs, stored, stack.fixed),
@@ -201,8 +201,8 @@ def main(argv: list[str] | None = None) -> None:
             for name, secs, toks, fixed in rows:
                 ratios.setdefault(name, []).append(bare_s / secs)
                 print(row_line(name, toks, secs, bare_s, fixed), flush=True)
-            if spent:
-                print(f"{'':>26}  {spent}")
+            if cpu_use:
+                print(f"{'':>26}  {cpu_use}")
     print(f"medians of {args.runs} run(s):")
     for name, values in ratios.items():
         print(f"{name:>26}: ratio {statistics.median(values):.3f}")

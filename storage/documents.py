@@ -59,14 +59,15 @@ def upsert_pending(
     latest = {d.external_id: d for d in docs}
     if not latest:
         return []
-    hashes = [content_hash(d.title, d.text) for d in latest.values()]
+    kept = list(latest.values())
+    hashes = [content_hash(d.title, d.text) for d in kept]
     if session.get_bind().dialect.name == "postgresql":
         arrays = {
             "collection_id": collection_id,
             "external_id": list(latest),
-            "title": [d.title for d in latest.values()],
-            "text": [d.text for d in latest.values()],
-            "meta": [json_text(d.meta) for d in latest.values()],
+            "title": [d.title for d in kept],
+            "text": [d.text for d in kept],
+            "meta": [json_text(d.meta) for d in kept],
             "content_hash": hashes,
         }
         result = session.execute(_upsert_arrays(), arrays).all()
@@ -80,7 +81,7 @@ def upsert_pending(
                 "meta": d.meta,
                 "content_hash": digest,
             }
-            for d, digest in zip(latest.values(), hashes, strict=True)
+            for d, digest in zip(kept, hashes, strict=True)
         ]
         result = session.execute(_upsert_rows(), rows).all()
     return sorted(
